@@ -1,0 +1,71 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// dialer dials targets for tunnels and forwarding. The destination policy
+// runs in the socket's Control hook, i.e. on the resolved address right
+// before connect(2): a name that resolves to a denied address is refused
+// and nothing is sent to it, whatever DNS answered earlier (no rebinding
+// window between check and use).
+type dialer struct {
+	policy  *Policy
+	timeout time.Duration
+}
+
+func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	nd := net.Dialer{
+		Timeout:   d.timeout,
+		KeepAlive: 30 * time.Second,
+		Control: func(_, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return errBadRequest("cannot check address " + address)
+			}
+			if e := d.policy.checkIP(ap.Addr().Unmap()); e != nil {
+				return e
+			}
+			return nil
+		},
+	}
+	return nd.DialContext(ctx, network, addr)
+}
+
+// dial checks t's port and, for an IP literal, its address (so a refusal
+// needs no DNS lookup), then dials.
+func (d *dialer) dial(ctx context.Context, t target) (net.Conn, error) {
+	if e := d.policy.checkPort(t.port); e != nil {
+		return nil, e
+	}
+	if t.ip.IsValid() {
+		if e := d.policy.checkIP(t.ip); e != nil {
+			return nil, e
+		}
+	}
+	return d.DialContext(ctx, "tcp", t.authority())
+}
+
+// dialTLS dials t and runs a TLS handshake with it (wss://, https://).
+func (d *dialer) dialTLS(ctx context.Context, t target, base *tls.Config, alpn []string) (*tls.Conn, error) {
+	c, err := d.dial(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	cfg := base.Clone()
+	cfg.ServerName = t.host
+	cfg.NextProtos = alpn
+	tc := tls.Client(c, cfg)
+	hctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		c.Close()
+		return nil, &Error{Status: 502, Type: "tls_protocol_error", Err: err}
+	}
+	return tc, nil
+}

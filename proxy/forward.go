@@ -1,0 +1,273 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/h2proxy/h2proxy/h1"
+	"github.com/h2proxy/h2proxy/tunnel"
+)
+
+type forwardKey struct{}
+
+// forwardInfo travels in the request context from serveForward to the
+// reverse proxy's hooks.
+type forwardInfo struct {
+	scheme string
+	target target
+	err    *Error
+}
+
+// newForwarder builds the reverse proxy that forwards plain HTTP requests
+// over pooled upstream connections. httputil.ReverseProxy already strips
+// the hop-by-hop fields both ways (RFC 9110 §7.6.1: Connection and the
+// fields it names, Proxy-Connection, Keep-Alive, Proxy-Authorization, TE
+// except "trailers", Upgrade) and streams bodies without buffering them.
+func (s *Server) newForwarder() http.Handler {
+	transport := &http.Transport{
+		Proxy:                 nil, // never chain to an environment proxy
+		DialContext:           s.dialer.DialContext,
+		TLSClientConfig:       s.cfg.UpstreamTLS,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   s.cfg.DialTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			fi := pr.In.Context().Value(forwardKey{}).(*forwardInfo)
+			pr.Out.URL.Scheme = fi.scheme
+			pr.Out.URL.Host = fi.target.authority()
+			// The request target wins over any Host field (RFC 9112 §3.2.2).
+			pr.Out.Host = ""
+			pr.Out.Header.Add("Via", via(pr.In))
+		},
+		Transport: transport,
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Add("Via", via(resp.Request))
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			fi := r.Context().Value(forwardKey{}).(*forwardInfo)
+			fi.err = asError(err)
+			s.refuse(w, r, fi.err)
+		},
+		ErrorLog: s.hs.ErrorLog,
+	}
+}
+
+// via renders this hop for the Via field (RFC 9110 §7.6.3).
+func via(r *http.Request) string {
+	if r.ProtoMajor == 2 {
+		return "2 h2proxy"
+	}
+	return "1.1 h2proxy"
+}
+
+// serveForward forwards a request for an http:// (or https://) URL.
+func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	scheme := r.URL.Scheme
+	if scheme == "" {
+		// net/http's HTTP/2 server hides :scheme; browsers send only
+		// http:// URLs this way (https:// goes through CONNECT).
+		scheme = "http"
+	}
+	authority := r.Host
+	if r.URL.IsAbs() {
+		authority = r.URL.Host
+	}
+	defPort := uint16(80)
+	if scheme == "https" {
+		defPort = 443
+	} else if scheme != "http" {
+		s.fail(w, r, "forward", authority, start, errBadRequest("unsupported scheme "+scheme))
+		return
+	}
+	t, perr := parseAuthority(authority, defPort)
+	if perr == nil {
+		perr = s.precheck(t)
+	}
+	if perr != nil {
+		s.fail(w, r, "forward", authority, start, perr)
+		return
+	}
+	if isWebSocketUpgrade(r.Header) && r.ProtoMajor == 1 {
+		s.serveUpgrade(w, r, scheme, t, start)
+		return
+	}
+	// Only WebSocket upgrades are relayed; any other Upgrade (h2c, TLS)
+	// is dropped rather than passed on (RFC 9110 §7.8).
+	r.Header.Del("Upgrade")
+	r.Header.Del("HTTP2-Settings")
+
+	fi := &forwardInfo{scheme: scheme, target: t}
+	body := &countingBody{ReadCloser: r.Body}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = body
+	}
+	cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
+	s.forwarder.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fi)))
+	var err error
+	if fi.err != nil {
+		err = fi.err
+	}
+	s.access(r, "forward", t.authority(), cw.status, body.n.Load(), cw.n, start, err)
+}
+
+// precheck refuses a target whose port or literal address the policy
+// denies, before anything is dialled or looked up.
+func (s *Server) precheck(t target) *Error {
+	if e := s.dialer.policy.checkPort(t.port); e != nil {
+		return e
+	}
+	if t.ip.IsValid() {
+		return s.dialer.policy.checkIP(t.ip)
+	}
+	return nil
+}
+
+func isWebSocketUpgrade(h http.Header) bool {
+	return headerHasToken(h, "Connection", "upgrade") && strings.EqualFold(strings.TrimSpace(h.Get("Upgrade")), "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hopHeaders are removed when a message crosses the proxy (RFC 9110
+// §7.6.1), besides those named by Connection.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authorization",
+	"Proxy-Authenticate", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "HTTP2-Settings"}
+
+func stripHopByHop(h http.Header) {
+	for _, v := range h.Values("Connection") {
+		for _, name := range strings.Split(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+}
+
+// serveUpgrade relays an HTTP/1.1 WebSocket upgrade (RFC 6455 §4, RFC 9110
+// §7.8): the request goes to the origin on a connection of its own; a 101
+// turns both connections into a tunnel, any other answer is relayed as a
+// plain response and no tunnel is made.
+func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, scheme string, t target, start time.Time) {
+	ctx, done, ok := s.track(r.Context())
+	if !ok {
+		s.fail(w, r, "websocket", t.authority(), start, &Error{Status: http.StatusServiceUnavailable, Type: "proxy_internal_error", Detail: "shutting down"})
+		return
+	}
+	defer done()
+	var conn net.Conn
+	var err error
+	if scheme == "https" {
+		conn, err = s.dialer.dialTLS(ctx, t, s.cfg.UpstreamTLS, []string{"http/1.1"})
+	} else {
+		conn, err = s.dialer.dial(ctx, t)
+	}
+	if err != nil {
+		s.fail(w, r, "websocket", t.authority(), start, asError(err))
+		return
+	}
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	out.URL.Scheme, out.URL.Host, out.Host = scheme, t.authority(), t.authority()
+	upgrade := out.Header.Get("Upgrade")
+	stripHopByHop(out.Header)
+	out.Header.Set("Connection", "Upgrade")
+	out.Header.Set("Upgrade", upgrade)
+	out.Header.Add("Via", via(r))
+	if out.ContentLength == 0 {
+		out.Body = nil
+	}
+	resp, origin, err := h1.RoundTrip(conn, out)
+	if err != nil {
+		conn.Close()
+		s.fail(w, r, "websocket", t.authority(), start, asError(err))
+		return
+	}
+	if origin == nil {
+		defer conn.Close()
+		s.relayResponse(w, r, resp, t, start)
+		return
+	}
+	resp.Header.Add("Via", via(r))
+	client, err := h1.AcceptUpgrade(w, resp)
+	if err != nil {
+		origin.Abort(err)
+		s.access(r, "websocket", t.authority(), resp.StatusCode, 0, 0, start, err)
+		return
+	}
+	st, err := tunnel.Splice(ctx, client, origin, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
+	s.access(r, "websocket", t.authority(), resp.StatusCode, st.Up, st.Down, start, err)
+}
+
+// relayResponse passes a non-101 answer to an upgrade request on as an
+// ordinary response.
+func (s *Server) relayResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, t target, start time.Time) {
+	defer resp.Body.Close()
+	stripHopByHop(resp.Header)
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.Header().Add("Via", via(r))
+	w.WriteHeader(resp.StatusCode)
+	n, err := io.Copy(w, resp.Body)
+	s.access(r, "websocket", t.authority(), resp.StatusCode, 0, n, start, err)
+}
+
+// countingBody counts request body bytes sent upstream.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// countingWriter records the status and counts response body bytes. Unwrap
+// lets http.ResponseController reach Flush on the real writer.
+type countingWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (w *countingWriter) WriteHeader(code int) {
+	if code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,150 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Policy decides which destinations the proxy may dial. It is checked on
+// the address actually dialled (see dialer), so every spelling of an
+// address and every name that resolves to it meets the same rule.
+type Policy struct {
+	// AllowPrivate lifts the rule that refuses loopback, private,
+	// link-local and other non-public addresses. Default false.
+	AllowPrivate bool
+	// Ports are the destination ports allowed. Default DefaultPorts.
+	Ports PortSet
+}
+
+// DefaultPorts is the default destination port rule: web ports and the
+// unprivileged range, never the low service ports (SMTP 25, SSH 22...).
+const DefaultPorts = "80,443,1025-65535"
+
+// PortSet is a set of port ranges, parsed from "80,443,1025-65535".
+type PortSet []portRange
+
+type portRange struct{ lo, hi uint16 }
+
+// ParsePorts parses a comma-separated list of ports and lo-hi ranges.
+func ParsePorts(spec string) (PortSet, error) {
+	var ps PortSet
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		if !isRange {
+			hi = lo
+		}
+		l, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+		h, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+		if err1 != nil || err2 != nil || l == 0 || l > h {
+			return nil, fmt.Errorf("bad port or range %q: want N or LO-HI with 1 <= LO <= HI <= 65535", part)
+		}
+		ps = append(ps, portRange{uint16(l), uint16(h)})
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("empty port list: want e.g. %q", DefaultPorts)
+	}
+	return ps, nil
+}
+
+// Contains reports whether port is in the set.
+func (ps PortSet) Contains(port uint16) bool {
+	for _, r := range ps {
+		if port >= r.lo && port <= r.hi {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Policy) checkPort(port uint16) *Error {
+	if p.Ports.Contains(port) {
+		return nil
+	}
+	return errDenied("http_request_denied", fmt.Sprintf("destination port %d is not allowed", port))
+}
+
+// checkIP refuses addresses that are not public unless AllowPrivate is set.
+func (p *Policy) checkIP(ip netip.Addr) *Error {
+	if p.AllowPrivate {
+		return nil
+	}
+	if class := Classify(ip); class != "" {
+		return &Error{Status: http.StatusForbidden, Type: "destination_ip_prohibited",
+			Detail: fmt.Sprintf("%s is a %s address", ip, class)}
+	}
+	return nil
+}
+
+// special lists the non-public ranges (IANA special-purpose registries,
+// RFC 6890) with the name a refusal gives.
+var special = []struct {
+	prefix netip.Prefix
+	class  string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "unspecified"},
+	{netip.MustParsePrefix("10.0.0.0/8"), "private"},
+	{netip.MustParsePrefix("100.64.0.0/10"), "carrier-grade NAT"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local"},
+	{netip.MustParsePrefix("172.16.0.0/12"), "private"},
+	{netip.MustParsePrefix("192.0.0.0/24"), "IETF protocol assignment"},
+	{netip.MustParsePrefix("192.0.2.0/24"), "documentation"},
+	{netip.MustParsePrefix("192.88.99.0/24"), "6to4 relay"},
+	{netip.MustParsePrefix("192.168.0.0/16"), "private"},
+	{netip.MustParsePrefix("198.18.0.0/15"), "benchmarking"},
+	{netip.MustParsePrefix("198.51.100.0/24"), "documentation"},
+	{netip.MustParsePrefix("203.0.113.0/24"), "documentation"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"},
+	{netip.MustParsePrefix("::/128"), "unspecified"},
+	{netip.MustParsePrefix("::1/128"), "loopback"},
+	{netip.MustParsePrefix("100::/64"), "discard-only"},
+	{netip.MustParsePrefix("2001:db8::/32"), "documentation"},
+	{netip.MustParsePrefix("fc00::/7"), "unique-local"},
+	{netip.MustParsePrefix("fe80::/10"), "link-local"},
+	{netip.MustParsePrefix("fec0::/10"), "site-local"},
+	{netip.MustParsePrefix("ff00::/8"), "multicast"},
+}
+
+// Translation prefixes that embed an IPv4 address in the low 32 bits: the
+// embedded address is classified too, so ::ffff:127.0.0.1 or
+// 64:ff9b::7f00:1 cannot reach loopback.
+var embeds4 = []netip.Prefix{
+	netip.MustParsePrefix("::ffff:0:0/96"),  // IPv4-mapped (RFC 4291 §2.5.5.2)
+	netip.MustParsePrefix("::/96"),          // IPv4-compatible, deprecated
+	netip.MustParsePrefix("64:ff9b::/96"),   // NAT64 well-known (RFC 6052)
+	netip.MustParsePrefix("64:ff9b:1::/48"), // NAT64 local use (RFC 8215)
+}
+
+var sixToFour = netip.MustParsePrefix("2002::/16") // 6to4 (RFC 3056), IPv4 in bits 16-48
+
+// Classify names the kind of non-public address ip is, or returns "" for
+// a public unicast address.
+func Classify(ip netip.Addr) string {
+	ip = ip.WithZone("")
+	for _, s := range special {
+		if s.prefix.Contains(ip) {
+			return s.class
+		}
+	}
+	if !ip.Is6() {
+		return ""
+	}
+	b := ip.As16()
+	for _, p := range embeds4 {
+		if p.Contains(ip) {
+			return Classify(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}))
+		}
+	}
+	if sixToFour.Contains(ip) {
+		return Classify(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}))
+	}
+	return ""
+}

@@ -1,0 +1,122 @@
+package tunnel
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+)
+
+// Conn is one end of a tunnel.
+type Conn interface {
+	io.Reader
+	io.Writer
+	// CloseWrite ends the write direction cleanly (TCP FIN, HTTP/2
+	// END_STREAM) while reads may go on.
+	CloseWrite() error
+	// Close releases the connection after a clean end.
+	Close() error
+	// Abort tears the connection down because of cause: TCP RST, or
+	// RST_STREAM with a code chosen from cause (see Error).
+	Abort(cause error)
+}
+
+// Side says which end of a tunnel an error came from.
+type Side int
+
+const (
+	// Client is the end that asked for the tunnel.
+	Client Side = iota
+	// Target is the end h2proxy dialled.
+	Target
+)
+
+func (s Side) String() string {
+	if s == Client {
+		return "client"
+	}
+	return "target"
+}
+
+// Error is a failure of one side of a tunnel. Conns passed to Abort use Side
+// to pick the wire action: an HTTP/2 stream answers a Target failure with
+// RST_STREAM(CONNECT_ERROR) (RFC 9113 §8.5) and a Client one with CANCEL.
+type Error struct {
+	Side Side
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Side.String() + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrIdle aborts a tunnel that carried no bytes in either direction for the
+// idle timeout.
+var ErrIdle = errors.New("tunnel idle timeout")
+
+// NetConn adapts a net.Conn (TCP, or TLS over TCP) to Conn. buffered holds
+// bytes already read from c by a bufio.Reader (after an HTTP/1.1 hijack or a
+// response read); they are returned by Read before anything else.
+func NetConn(c net.Conn, buffered []byte) Conn {
+	return &netConn{Conn: c, pending: buffered}
+}
+
+type netConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *netConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		if len(c.pending) == 0 {
+			c.pending = nil
+		}
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite sends TLS close_notify (when c is TLS) and then a TCP FIN, so
+// that the peer sees the end both at the TLS and at the TCP layer.
+func (c *netConn) CloseWrite() error {
+	var err error
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		err = tc.CloseWrite()
+	}
+	if tcp := c.tcp(); tcp != nil {
+		if err2 := tcp.CloseWrite(); err == nil {
+			err = err2
+		}
+	}
+	return err
+}
+
+// Abort resets the TCP connection (SO_LINGER 0 sends RST instead of FIN), so
+// that the peer learns that the tunnel failed rather than ended.
+func (c *netConn) Abort(error) {
+	if tcp := c.tcp(); tcp != nil {
+		_ = tcp.SetLinger(0)
+	}
+	_ = c.Conn.Close()
+}
+
+// tcp returns the TCP connection under c, or nil.
+func (c *netConn) tcp() *net.TCPConn {
+	nc := c.Conn
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	tcp, _ := nc.(*net.TCPConn)
+	return tcp
+}
+
+// rawTCP returns the TCP connection when c is plain TCP with nothing
+// buffered, so that copying can use the kernel's splice path.
+func (c *netConn) rawTCP() *net.TCPConn {
+	if len(c.pending) > 0 {
+		return nil
+	}
+	tcp, _ := c.Conn.(*net.TCPConn)
+	return tcp
+}
