@@ -2,7 +2,10 @@ module github.com/h2proxy/h2proxy
 
 go 1.26.8
 
-require github.com/rs/zerolog v1.35.1
+require (
+	github.com/rs/zerolog v1.35.1
+	go.uber.org/goleak v1.3.0
+)
 
 require (
 	github.com/mattn/go-colorable v0.1.14 // indirect

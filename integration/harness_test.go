@@ -1,0 +1,183 @@
+package integration
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// binPath is the h2proxy binary built once for the whole suite.
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "h2proxy-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "h2proxy")
+	build := exec.Command("go", "build", "-o", binPath, "../cmd/h2proxy")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building h2proxy:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if code == 0 {
+		// Every client, server and connection a test opened must be gone.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Proxy is a running h2proxy process.
+type Proxy struct {
+	Addr    string // 127.0.0.1:PORT
+	DataDir string
+	CAPEM   []byte
+	Roots   *x509.CertPool // trusts the proxy's local CA
+
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs []map[string]any
+	cond *sync.Cond
+	done chan struct{}
+}
+
+// StartProxy runs h2proxy on 127.0.0.1:0 with a fresh data directory and
+// JSON logs, waits for its "listening" line and stops it when t ends.
+// Extra flags follow the defaults (so they can override them).
+func StartProxy(t testing.TB, args ...string) *Proxy {
+	t.Helper()
+	p := &Proxy{DataDir: t.TempDir(), done: make(chan struct{})}
+	p.cond = sync.NewCond(&p.mu)
+	all := append([]string{"--listen", "127.0.0.1:0", "--data-dir", p.DataDir, "--log-format", "json", "--log-level", "debug"}, args...)
+	p.cmd = exec.Command(binPath, all...)
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go p.readLogs(stderr)
+	t.Cleanup(func() { p.Stop(t) })
+
+	line := p.WaitLog(t, 10*time.Second, func(l map[string]any) bool { return l["message"] == "listening" })
+	p.Addr, _ = line["addr"].(string)
+	p.CAPEM, err = os.ReadFile(filepath.Join(p.DataDir, "ca.pem"))
+	if err == nil {
+		p.Roots = x509.NewCertPool()
+		p.Roots.AppendCertsFromPEM(p.CAPEM)
+	}
+	return p
+}
+
+func (p *Proxy) readLogs(r io.Reader) {
+	defer close(p.done)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) != nil {
+			m = map[string]any{"message": "unparsed", "raw": sc.Text()}
+		}
+		p.mu.Lock()
+		p.logs = append(p.logs, m)
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}
+	p.mu.Lock()
+	p.logs = append(p.logs, map[string]any{"message": "exited"})
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// WaitLog waits until a log line satisfies match and returns it.
+func (p *Proxy) WaitLog(t testing.TB, timeout time.Duration, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.AfterFunc(timeout, func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer deadline.Stop()
+	start := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 0; ; {
+		for ; i < len(p.logs); i++ {
+			if match(p.logs[i]) {
+				return p.logs[i]
+			}
+		}
+		if time.Since(start) >= timeout {
+			t.Fatalf("no matching log line within %v; logs:\n%s", timeout, p.dumpLocked())
+		}
+		p.cond.Wait()
+	}
+}
+
+// Logs returns the log lines so far.
+func (p *Proxy) Logs() []map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]map[string]any(nil), p.logs...)
+}
+
+func (p *Proxy) dumpLocked() string {
+	var s string
+	for _, l := range p.logs {
+		b, _ := json.Marshal(l)
+		s += string(b) + "\n"
+	}
+	return s
+}
+
+// TLSConfig returns a client TLS config that trusts the proxy's CA and
+// offers the given ALPN protocols.
+func (p *Proxy) TLSConfig(alpn ...string) *tls.Config {
+	return &tls.Config{RootCAs: p.Roots, ServerName: "127.0.0.1", NextProtos: alpn}
+}
+
+// Signal sends sig to the proxy process.
+func (p *Proxy) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Wait waits for the process to exit and returns its exit code.
+func (p *Proxy) Wait(timeout time.Duration) (int, error) {
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		return -1, fmt.Errorf("proxy still running after %v", timeout)
+	}
+	err := p.cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), nil
+	}
+	return 0, err
+}
+
+// Stop kills the proxy if it is still running.
+func (p *Proxy) Stop(t testing.TB) {
+	if p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+		_ = p.cmd.Wait()
+	}
+}
