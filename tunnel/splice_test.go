@@ -1,0 +1,171 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := <-accepted
+	if a == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { d.Close(); a.Close() })
+	return d.(*net.TCPConn), a.(*net.TCPConn)
+}
+
+// setup builds client <-> [proxy: Splice] <-> target over loopback TCP and
+// returns the outer ends. wrap decides whether the proxy ends are plain TCP
+// (kernel splice path) or hide it (pooled-buffer path).
+func setup(t *testing.T, opt Options, hide bool) (client, target *net.TCPConn, result chan error, stats chan Stats) {
+	client, pc := tcpPair(t)
+	pt, target := tcpPair(t)
+	var a, b Conn = NetConn(pc, nil), NetConn(pt, nil)
+	if hide {
+		a, b = NetConn(pc, []byte{}), &hidden{NetConn(pt, nil)}
+	}
+	result, stats = make(chan error, 1), make(chan Stats, 1)
+	go func() {
+		st, err := Splice(context.Background(), a, b, opt)
+		stats <- st
+		result <- err
+	}()
+	return client, target, result, stats
+}
+
+// hidden hides the concrete type so that Splice uses the buffer path.
+type hidden struct{ Conn }
+
+func forBothPaths(t *testing.T, f func(t *testing.T, hide bool)) {
+	t.Run("splice", func(t *testing.T) { f(t, false) })
+	t.Run("buffered", func(t *testing.T) { f(t, true) })
+}
+
+func TestHalfCloseClientFirst(t *testing.T) {
+	forBothPaths(t, func(t *testing.T, hide bool) {
+		client, target, result, stats := setup(t, Options{}, hide)
+		client.Write([]byte("request"))
+		client.CloseWrite()
+		got, err := io.ReadAll(target) // EOF proves the FIN crossed
+		if err != nil || string(got) != "request" {
+			t.Fatalf("target read %q, %v", got, err)
+		}
+		target.Write([]byte("late response")) // still flows after the client's FIN
+		target.CloseWrite()
+		got, err = io.ReadAll(client)
+		if err != nil || string(got) != "late response" {
+			t.Fatalf("client read %q, %v", got, err)
+		}
+		if err := <-result; err != nil {
+			t.Fatalf("Splice = %v, want nil", err)
+		}
+		if st := <-stats; st.Up != 7 || st.Down != 13 {
+			t.Fatalf("stats %+v, want up 7 down 13", st)
+		}
+	})
+}
+
+func TestHalfCloseTargetFirst(t *testing.T) {
+	forBothPaths(t, func(t *testing.T, hide bool) {
+		client, target, result, _ := setup(t, Options{}, hide)
+		target.Write([]byte("banner"))
+		target.CloseWrite()
+		got, err := io.ReadAll(client)
+		if err != nil || string(got) != "banner" {
+			t.Fatalf("client read %q, %v", got, err)
+		}
+		client.Write([]byte("after"))
+		client.CloseWrite()
+		got, err = io.ReadAll(target)
+		if err != nil || string(got) != "after" {
+			t.Fatalf("target read %q, %v", got, err)
+		}
+		if err := <-result; err != nil {
+			t.Fatalf("Splice = %v", err)
+		}
+	})
+}
+
+func TestTargetResetAbortsClient(t *testing.T) {
+	forBothPaths(t, func(t *testing.T, hide bool) {
+		client, target, result, _ := setup(t, Options{}, hide)
+		client.Write([]byte("x"))
+		buf := make([]byte, 1)
+		io.ReadFull(target, buf)
+		target.SetLinger(0)
+		target.Close() // RST
+		err := <-result
+		var te *Error
+		if !errors.As(err, &te) || te.Side != Target {
+			t.Fatalf("Splice = %v, want a target *Error", err)
+		}
+		// The client must see a reset too, never a clean EOF.
+		client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, rerr := io.ReadAll(client)
+		if !errors.Is(rerr, syscall.ECONNRESET) {
+			t.Fatalf("client read error = %v, want ECONNRESET", rerr)
+		}
+	})
+}
+
+func TestIdleTimeout(t *testing.T) {
+	client, target, result, _ := setup(t, Options{IdleTimeout: 200 * time.Millisecond}, true)
+	// Traffic keeps the tunnel alive past the timeout...
+	for range 4 {
+		client.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(target, buf); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// ...and silence ends it.
+	select {
+	case err := <-result:
+		if !errors.Is(err, ErrIdle) {
+			t.Fatalf("Splice = %v, want ErrIdle", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle tunnel not closed")
+	}
+}
+
+func TestPendingBytesFirst(t *testing.T) {
+	client, pc := tcpPair(t)
+	pt, target := tcpPair(t)
+	go Splice(context.Background(), NetConn(pc, []byte("early ")), NetConn(pt, nil), Options{})
+	client.Write([]byte("late"))
+	client.CloseWrite()
+	got, _ := io.ReadAll(target)
+	if !bytes.Equal(got, []byte("early late")) {
+		t.Fatalf("target got %q", got)
+	}
+	target.Close()
+	io.ReadAll(client)
+}
