@@ -18,8 +18,9 @@ type activeTunnel struct {
 
 // track registers a tunnel; the returned context is cancelled at the drain
 // deadline. It returns false when the server is shutting down.
-func (s *Server) track(parent context.Context) (context.Context, func(), bool) {
-	ctx, cancel := context.WithCancelCause(parent)
+func (s *Server) track(r *http.Request, kind string) (context.Context, func(), bool) {
+	ctx, cancel := context.WithCancelCause(r.Context())
+	active := s.metrics.activeTunnels.WithLabelValues(protoLabel(r), kind)
 	t := &activeTunnel{cancel: cancel}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -29,7 +30,9 @@ func (s *Server) track(parent context.Context) (context.Context, func(), bool) {
 	}
 	s.tunnels[t] = struct{}{}
 	s.wg.Add(1)
+	active.Inc()
 	return ctx, func() {
+		active.Dec()
 		cancel(nil)
 		s.mu.Lock()
 		delete(s.tunnels, t)
@@ -50,7 +53,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	// The tunnel outlives nothing but its client: detach from the request
 	// context only through track's cancel, which Shutdown uses.
-	ctx, done, ok := s.track(r.Context())
+	ctx, done, ok := s.track(r, "tunnel")
 	if !ok {
 		s.fail(w, r, "tunnel", authority, start, &Error{Status: http.StatusServiceUnavailable, Type: "proxy_internal_error", Detail: "shutting down"})
 		return
@@ -78,6 +81,13 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	st, err := tunnel.Splice(ctx, client, target, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
 	s.access(r, "tunnel", authority, http.StatusOK, st.Up, st.Down, start, err)
 	h2.Finish(client)
+}
+
+func protoLabel(r *http.Request) string {
+	if r.ProtoMajor == 2 {
+		return "h2"
+	}
+	return "h1"
 }
 
 // fail refuses r with e and logs it.

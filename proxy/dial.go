@@ -15,7 +15,7 @@ import (
 // and nothing is sent to it, whatever DNS answered earlier (no rebinding
 // window between check and use).
 type dialer struct {
-	policy  *Policy
+	policy  func() *Policy
 	timeout time.Duration
 }
 
@@ -28,7 +28,7 @@ func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 			if err != nil {
 				return errBadRequest("cannot check address " + address)
 			}
-			if e := d.policy.checkIP(ap.Addr().Unmap()); e != nil {
+			if e := d.policy().checkIP(ap.Addr().Unmap()); e != nil {
 				return e
 			}
 			return nil
@@ -40,13 +40,8 @@ func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 // dial checks t's port and, for an IP literal, its address (so a refusal
 // needs no DNS lookup), then dials.
 func (d *dialer) dial(ctx context.Context, t target) (net.Conn, error) {
-	if e := d.policy.checkPort(t.port); e != nil {
+	if e := d.policy().precheck(t); e != nil {
 		return nil, e
-	}
-	if t.ip.IsValid() {
-		if e := d.policy.checkIP(t.ip); e != nil {
-			return nil, e
-		}
 	}
 	return d.DialContext(ctx, "tcp", t.authority())
 }

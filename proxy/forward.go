@@ -94,7 +94,7 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 	}
 	t, perr := parseAuthority(authority, defPort)
 	if perr == nil {
-		perr = s.precheck(t)
+		perr = s.Policy().precheck(t)
 	}
 	if perr != nil {
 		s.fail(w, r, "forward", authority, start, perr)
@@ -121,18 +121,6 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 		err = fi.err
 	}
 	s.access(r, "forward", t.authority(), cw.status, body.n.Load(), cw.n, start, err)
-}
-
-// precheck refuses a target whose port or literal address the policy
-// denies, before anything is dialled or looked up.
-func (s *Server) precheck(t target) *Error {
-	if e := s.dialer.policy.checkPort(t.port); e != nil {
-		return e
-	}
-	if t.ip.IsValid() {
-		return s.dialer.policy.checkIP(t.ip)
-	}
-	return nil
 }
 
 func isWebSocketUpgrade(h http.Header) bool {
@@ -173,7 +161,7 @@ func stripHopByHop(h http.Header) {
 // turns both connections into a tunnel, any other answer is relayed as a
 // plain response and no tunnel is made.
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, scheme string, t target, start time.Time) {
-	ctx, done, ok := s.track(r.Context())
+	ctx, done, ok := s.track(r, "websocket")
 	if !ok {
 		s.fail(w, r, "websocket", t.authority(), start, &Error{Status: http.StatusServiceUnavailable, Type: "proxy_internal_error", Detail: "shutting down"})
 		return

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -29,4 +30,16 @@ func (s *Server) access(r *http.Request, kind, target string, status int, up, do
 		ev = ev.AnErr("error", err)
 	}
 	ev.Msg("access")
+
+	m := s.metrics
+	m.durations.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	m.bytes.WithLabelValues("up").Add(float64(up))
+	m.bytes.WithLabelValues("down").Add(float64(down))
+	var pe *Error
+	if errors.As(err, &pe) && pe.Status < 500 {
+		m.denials.WithLabelValues(pe.Type).Inc()
+	}
+	if kind == "tunnel" || kind == "websocket" {
+		m.tunnels.WithLabelValues(outcome(err)).Inc()
+	}
 }

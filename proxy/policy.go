@@ -70,6 +70,18 @@ func (p *Policy) checkPort(port uint16) *Error {
 	return errDenied("http_request_denied", fmt.Sprintf("destination port %d is not allowed", port))
 }
 
+// precheck refuses a target whose port or literal address the policy
+// denies, before anything is looked up or dialled.
+func (p *Policy) precheck(t target) *Error {
+	if e := p.checkPort(t.port); e != nil {
+		return e
+	}
+	if t.ip.IsValid() {
+		return p.checkIP(t.ip)
+	}
+	return nil
+}
+
 // checkIP refuses addresses that are not public unless AllowPrivate is set.
 func (p *Policy) checkIP(ip netip.Addr) *Error {
 	if p.AllowPrivate {

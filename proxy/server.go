@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -48,6 +49,16 @@ type Config struct {
 	Names []string
 	// Logger receives access and error logs. Default: discard.
 	Logger *zerolog.Logger
+	// ProxyProtocol makes every listener expect a PROXY protocol v1/v2
+	// header from a load balancer in TrustedProxies; connections from
+	// other addresses are closed. Default off.
+	ProxyProtocol bool
+	// TrustedProxies are the CIDRs (or single addresses) of load
+	// balancers allowed to send PROXY headers.
+	TrustedProxies []string
+	// CertExpiry, when set, reports when the served certificate expires,
+	// for the h2proxy_cert_expiry_timestamp_seconds gauge.
+	CertExpiry func() time.Time
 }
 
 // Server is an HTTPS forward proxy.
@@ -58,7 +69,10 @@ type Server struct {
 	dialer    *dialer
 	forwarder http.Handler
 	hs        *http.Server
+	metrics   *metrics
 	own       ownNames
+
+	policy atomic.Pointer[Policy]
 
 	mu      sync.Mutex
 	tunnels map[*activeTunnel]struct{}
@@ -70,6 +84,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.TLSConfig == nil {
 		return nil, errors.New("proxy: Config.TLSConfig is required")
+	}
+	if cfg.ProxyProtocol && len(cfg.TrustedProxies) == 0 {
+		return nil, errors.New("PROXY protocol needs the trusted proxies' addresses: set --trusted-proxies CIDR,...")
 	}
 	if cfg.Policy.Ports == nil {
 		cfg.Policy.Ports, _ = ParsePorts(DefaultPorts)
@@ -88,8 +105,14 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		name:    "h2proxy",
 		log:     log,
-		dialer:  &dialer{policy: &cfg.Policy, timeout: cfg.DialTimeout},
 		tunnels: make(map[*activeTunnel]struct{}),
+		metrics: newMetrics(cfg.CertExpiry),
+		own:     ownNames{ports: map[string]bool{}, hosts: map[string]bool{"localhost": true}},
+	}
+	s.dialer = &dialer{policy: s.Policy, timeout: cfg.DialTimeout}
+	s.SetPolicy(cfg.Policy)
+	for _, n := range cfg.Names {
+		s.own.hosts[strings.ToLower(strings.TrimSuffix(n, "."))] = true
 	}
 	s.hs = &http.Server{
 		Handler:           s,
@@ -97,6 +120,7 @@ func New(cfg Config) (*Server, error) {
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(zerolog.NewSlogHandler(log), slog.LevelDebug),
+		ConnState:         s.connState,
 		// No ReadTimeout/WriteTimeout: they would cut long-lived tunnels.
 	}
 	h2.Configure(s.hs, cfg.HTTP2)
@@ -110,20 +134,102 @@ func setDefault(d *time.Duration, v time.Duration) {
 	}
 }
 
-// Serve accepts TLS connections on ln until Shutdown. It returns nil after
-// Shutdown.
+// Serve accepts TLS connections (HTTP/2 and HTTP/1.1 by ALPN) on ln until
+// Shutdown, and then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
-	s.own = newOwnNames(ln.Addr(), s.cfg.Names)
-	tcfg := s.cfg.TLSConfig.Clone()
-	if tcfg.MinVersion < tls.VersionTLS12 {
-		tcfg.MinVersion = tls.VersionTLS12
+	ln, err := s.listen(ln)
+	if err != nil {
+		return err
 	}
-	tcfg.NextProtos = []string{"h2", "http/1.1"}
-	err := s.hs.Serve(tls.NewListener(ln, tcfg))
+	tcfg := withALPN(s.cfg.TLSConfig)
+	if get := tcfg.GetConfigForClient; get != nil {
+		tcfg.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+			c, err := get(hi)
+			if c == nil || err != nil {
+				return c, err
+			}
+			return withALPN(c), nil
+		}
+	}
+	tl := newTLSListener(ln, tcfg, s.cfg.ReadHeaderTimeout, s.handshakeDone, s.handshakeFailed)
+	return s.serve(tl)
+}
+
+// withALPN returns a copy of cfg offering h2 and http/1.1, ahead of any
+// protocol the certificate source needs (acme-tls/1), and TLS 1.2 or later.
+func withALPN(cfg *tls.Config) *tls.Config {
+	c := cfg.Clone()
+	c.NextProtos = append([]string{"h2", "http/1.1"}, cfg.NextProtos...)
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	return c
+}
+
+// ServePlain accepts cleartext connections on ln: HTTP/1.1, and HTTP/2 with
+// prior knowledge (h2c, RFC 9113 §3.3), for a load balancer that
+// terminates TLS in front of the proxy.
+func (s *Server) ServePlain(ln net.Listener) error {
+	ln, err := s.listen(ln)
+	if err != nil {
+		return err
+	}
+	return s.serve(ln)
+}
+
+// listen records ln's address as one of the proxy's own and adds the PROXY
+// protocol layer when configured.
+func (s *Server) listen(ln net.Listener) (net.Listener, error) {
+	s.own.add(ln.Addr())
+	if !s.cfg.ProxyProtocol {
+		return ln, nil
+	}
+	return withProxyProtocol(ln, s.cfg.TrustedProxies, s.cfg.ReadHeaderTimeout)
+}
+
+func (s *Server) serve(ln net.Listener) error {
+	err := s.hs.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
+}
+
+func (s *Server) handshakeDone(c *tls.Conn) {
+	if c.ConnectionState().NegotiatedProtocol == "h2" {
+		s.metrics.h2Conns.Inc()
+	}
+}
+
+func (s *Server) handshakeFailed(c net.Conn, err error) {
+	s.metrics.tlsErrors.Inc()
+	s.log.Debug().Str("client", c.RemoteAddr().String()).Err(err).Msg("TLS handshake failed")
+}
+
+// connState keeps the HTTP/2 connection gauge: net/http reports every
+// connection's close, HTTP/2 ones included.
+func (s *Server) connState(c net.Conn, state http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok && state == http.StateClosed && tc.ConnectionState().NegotiatedProtocol == "h2" {
+		s.metrics.h2Conns.Dec()
+	}
+}
+
+// Policy returns the destination policy in force.
+func (s *Server) Policy() *Policy { return s.policy.Load() }
+
+// SetPolicy replaces the destination policy; requests already past their
+// check keep the old one. Used for live reloads.
+func (s *Server) SetPolicy(p Policy) {
+	if p.Ports == nil {
+		p.Ports, _ = ParsePorts(DefaultPorts)
+	}
+	s.policy.Store(&p)
+}
+
+func (s *Server) draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 // Shutdown stops accepting, asks HTTP/2 clients to go away, and waits for
@@ -154,6 +260,10 @@ var errShutdown = errors.New("proxy shutting down")
 
 // ServeHTTP routes one request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		s.metrics.h2Streams.Inc()
+		defer s.metrics.h2Streams.Dec()
+	}
 	switch {
 	case r.Method == http.MethodConnect && h2.Protocol(r) != "":
 		s.serveExtendedConnect(w, r)
@@ -208,31 +318,31 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request) {
 	s.access(r, "local", r.Host, status, 0, 0, start, nil)
 }
 
-// ownNames recognises authorities that address the proxy itself.
+// ownNames recognises authorities that address the proxy itself: its
+// listeners' ports with localhost, the listening addresses (all interface
+// addresses for a wildcard listener) or a configured name.
 type ownNames struct {
-	port  string
+	ports map[string]bool
 	hosts map[string]bool
 }
 
-func newOwnNames(addr net.Addr, names []string) ownNames {
-	o := ownNames{hosts: map[string]bool{"localhost": true}}
-	if ta, ok := addr.(*net.TCPAddr); ok {
-		o.port = strconv.Itoa(ta.Port)
-		if ta.IP.IsUnspecified() {
-			addrs, _ := net.InterfaceAddrs()
-			for _, a := range addrs {
-				if in, ok := a.(*net.IPNet); ok {
-					o.hosts[in.IP.String()] = true
-				}
-			}
-		} else {
-			o.hosts[ta.IP.String()] = true
+// add is called before serving starts, so match needs no lock.
+func (o ownNames) add(addr net.Addr) {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return
+	}
+	o.ports[strconv.Itoa(ta.Port)] = true
+	if !ta.IP.IsUnspecified() {
+		o.hosts[ta.IP.String()] = true
+		return
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if in, ok := a.(*net.IPNet); ok {
+			o.hosts[in.IP.String()] = true
 		}
 	}
-	for _, n := range names {
-		o.hosts[strings.ToLower(strings.TrimSuffix(n, "."))] = true
-	}
-	return o
 }
 
 func (o ownNames) match(authority string) bool {
@@ -240,9 +350,8 @@ func (o ownNames) match(authority string) bool {
 	if err != nil {
 		host, port = strings.Trim(authority, "[]"), ""
 	}
-	if port != "" && port != o.port {
+	if port != "" && !o.ports[port] {
 		return false
 	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	return o.hosts[host]
+	return o.hosts[strings.ToLower(strings.TrimSuffix(host, "."))]
 }

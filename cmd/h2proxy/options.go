@@ -1,0 +1,204 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/h2proxy/h2proxy/proxy"
+)
+
+// options are the settings from the command line and the config file. A
+// config file key is the flag's name without dashes in front, so every
+// flag has a key and the two can never drift apart.
+type options struct {
+	config         string
+	listen         string
+	plainListen    string
+	adminListen    string
+	certFile       string
+	keyFile        string
+	dataDir        string
+	allowPrivate   bool
+	allowPorts     string
+	upstreamCA     string
+	proxyProtocol  bool
+	trustedProxies string
+	logFormat      string
+	logLevel       string
+	drainTimeout   time.Duration
+
+	values map[string]string // every flag's value as text, for reload diffs
+}
+
+func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("h2proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, "config", "", "YAML config file; its keys are these flags' names; flags given on the command line win")
+	fs.StringVar(&o.listen, "listen", defaultListen(), "TLS listen address (h2 and http/1.1); default :8443, or :$PORT when PORT is set")
+	fs.StringVar(&o.plainListen, "plain-listen", "", "cleartext listen address (http/1.1 and h2c) for use behind a TLS-terminating load balancer")
+	fs.StringVar(&o.adminListen, "admin-listen", "", "address for /healthz, /readyz and /metrics, e.g. 127.0.0.1:9090 (off when empty)")
+	fs.StringVar(&o.certFile, "cert", "", "certificate chain PEM file (with --key) instead of the local CA")
+	fs.StringVar(&o.keyFile, "key", "", "private key PEM file (with --cert)")
+	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory for the local CA and other state")
+	fs.BoolVar(&o.allowPrivate, "allow-private", false, "allow loopback, private and link-local destinations (development only)")
+	fs.StringVar(&o.allowPorts, "allow-ports", proxy.DefaultPorts, "destination ports allowed, e.g. 80,443,1025-65535")
+	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM file of a CA to trust for TLS to origins, beside the system roots")
+	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "require a PROXY protocol v1/v2 header on every connection (from --trusted-proxies only)")
+	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of load balancers allowed to send PROXY headers")
+	fs.StringVar(&o.logFormat, "log-format", "", "json or console (default: console on a terminal, else json)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open requests and tunnels may finish")
+	return fs
+}
+
+// parseOptions reads the command line and then the config file it names;
+// a flag given on the command line overrides the file.
+func parseOptions(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := newFlagSet(o, stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: ca, health)", fs.Arg(0))
+	}
+	if o.config != "" {
+		onCLI := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { onCLI[f.Name] = true })
+		if err := applyConfigFile(fs, o.config, onCLI); err != nil {
+			return nil, err
+		}
+	}
+	o.values = map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) { o.values[f.Name] = f.Value.String() })
+	return o, o.check()
+}
+
+// applyConfigFile sets every flag named by a key of the YAML file at path,
+// except those already set on the command line. Unknown keys are errors.
+func applyConfigFile(fs *flag.FlagSet, path string, onCLI map[string]bool) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		f := fs.Lookup(key)
+		if f == nil || key == "config" {
+			return fmt.Errorf("config file %s: unknown key %q (keys are the flag names: %s)", path, key, flagNames(fs))
+		}
+		if onCLI[key] {
+			continue
+		}
+		if err := fs.Set(key, yamlValue(doc[key])); err != nil {
+			return fmt.Errorf("config file %s: key %q: %w", path, key, err)
+		}
+	}
+	return nil
+}
+
+// yamlValue renders a YAML value as flag text: lists become comma lists.
+func yamlValue(v any) string {
+	if list, ok := v.([]any); ok {
+		parts := make([]string, len(list))
+		for i, e := range list {
+			parts[i] = fmt.Sprint(e)
+		}
+		return strings.Join(parts, ",")
+	}
+	return fmt.Sprint(v)
+}
+
+func flagNames(fs *flag.FlagSet) string {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name != "config" {
+			names = append(names, f.Name)
+		}
+	})
+	return strings.Join(names, ", ")
+}
+
+// check validates what flag parsing cannot, naming the flag at fault.
+func (o *options) check() error {
+	if (o.certFile == "") != (o.keyFile == "") {
+		return errors.New("--cert and --key go together: give both or neither")
+	}
+	for name, addr := range map[string]string{"listen": o.listen, "plain-listen": o.plainListen, "admin-listen": o.adminListen} {
+		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
+			return fmt.Errorf("--%s %q: want HOST:PORT or :PORT", name, addr)
+		}
+	}
+	if _, err := proxy.ParsePorts(o.allowPorts); err != nil {
+		return fmt.Errorf("--allow-ports: %w", err)
+	}
+	if o.proxyProtocol && o.trustedProxies == "" {
+		return errors.New("--proxy-protocol needs --trusted-proxies CIDR,... (the load balancers' addresses)")
+	}
+	for _, c := range o.trustedList() {
+		if _, _, err := net.ParseCIDR(c); err != nil && net.ParseIP(c) == nil {
+			return fmt.Errorf("--trusted-proxies: %q is not a CIDR or an IP address", c)
+		}
+	}
+	if o.drainTimeout < 0 {
+		return errors.New("--drain-timeout must not be negative")
+	}
+	return nil
+}
+
+func (o *options) trustedList() []string {
+	var out []string
+	for _, c := range strings.Split(o.trustedProxies, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// changed lists the flags whose values differ between o and n.
+func (o *options) changed(n *options) []string {
+	var names []string
+	for name, v := range o.values {
+		if n.values[name] != v {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+func defaultListen() string {
+	if p := os.Getenv("PORT"); p != "" {
+		return ":" + p
+	}
+	return ":8443"
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "h2proxy")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "h2proxy")
+	}
+	return "h2proxy-data"
+}

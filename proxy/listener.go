@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+)
+
+// tlsListener accepts TCP connections and runs each TLS handshake in a
+// goroutine of its own, bounded by a timeout, handing out only connections
+// whose handshake succeeded. A slow or failing client never blocks Accept,
+// and every handshake failure is counted and logged in one place.
+type tlsListener struct {
+	inner   net.Listener
+	cfg     *tls.Config
+	timeout time.Duration
+	onFail  func(net.Conn, error)
+	onReady func(*tls.Conn)
+
+	conns     chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+	acceptErr error
+}
+
+func newTLSListener(inner net.Listener, cfg *tls.Config, timeout time.Duration, onReady func(*tls.Conn), onFail func(net.Conn, error)) *tlsListener {
+	l := &tlsListener{inner: inner, cfg: cfg, timeout: timeout, onReady: onReady, onFail: onFail,
+		conns: make(chan net.Conn), done: make(chan struct{})}
+	go l.acceptLoop()
+	return l
+}
+
+func (l *tlsListener) acceptLoop() {
+	for {
+		c, err := l.inner.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			l.acceptErr = err
+			l.Close()
+			return
+		}
+		go l.handshake(c)
+	}
+}
+
+func (l *tlsListener) handshake(c net.Conn) {
+	tc := tls.Server(c, l.cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		l.onFail(c, err)
+		c.Close()
+		return
+	}
+	select {
+	case l.conns <- tc:
+		l.onReady(tc)
+	case <-l.done:
+		tc.Close()
+	}
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		if l.acceptErr != nil {
+			return nil, l.acceptErr
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *tlsListener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.done)
+		err = l.inner.Close()
+	})
+	return err
+}
+
+func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
+
+// withProxyProtocol makes ln read a PROXY protocol v1 or v2 header (as sent
+// by load balancers) from every connection, so RemoteAddr is the real
+// client. Only connections from trusted ranges are accepted, and they must
+// send the header; others are closed at once, so nobody can spoof a client
+// address.
+func withProxyProtocol(ln net.Listener, trusted []string, timeout time.Duration) (net.Listener, error) {
+	policy, err := proxyproto.TrustProxyHeaderFromRanges(trusted)
+	if err != nil {
+		return nil, err
+	}
+	return &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: timeout}, nil
+}
