@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -17,18 +18,24 @@ type activeTunnel struct {
 }
 
 // track registers a tunnel; the returned context is cancelled at the drain
-// deadline. It returns false when the server is shutting down.
-func (s *Server) track(r *http.Request, kind string) (context.Context, func(), bool) {
-	ctx, cancel := context.WithCancelCause(r.Context())
-	active := s.metrics.activeTunnels.WithLabelValues(protoLabel(r), kind)
-	t := &activeTunnel{cancel: cancel}
+// deadline. It refuses while the server shuts down (503) and past the
+// per-client cap (429).
+func (s *Server) track(r *http.Request, kind string) (context.Context, func(), *Error) {
+	client := clientIP(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		cancel(errShutdown)
-		return nil, nil, false
+		return nil, nil, &Error{Status: http.StatusServiceUnavailable, Type: "proxy_internal_error", Detail: "shutting down"}
 	}
+	if max := s.cfg.MaxTunnelsPerClient; max > 0 && s.perClient[client] >= max {
+		return nil, nil, &Error{Status: http.StatusTooManyRequests, Type: "connection_limit_reached",
+			Detail: fmt.Sprintf("at most %d open tunnels per client", max)}
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	t := &activeTunnel{cancel: cancel}
+	active := s.metrics.activeTunnels.WithLabelValues(protoLabel(r), kind)
 	s.tunnels[t] = struct{}{}
+	s.perClient[client]++
 	s.wg.Add(1)
 	active.Inc()
 	return ctx, func() {
@@ -36,9 +43,12 @@ func (s *Server) track(r *http.Request, kind string) (context.Context, func(), b
 		cancel(nil)
 		s.mu.Lock()
 		delete(s.tunnels, t)
+		if s.perClient[client]--; s.perClient[client] <= 0 {
+			delete(s.perClient, client)
+		}
 		s.mu.Unlock()
 		s.wg.Done()
-	}, true
+	}, nil
 }
 
 // serveConnect handles CONNECT host:port on HTTP/1.1 (RFC 9110 §9.3.6) and
@@ -51,11 +61,13 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "tunnel", authority, start, perr)
 		return
 	}
-	// The tunnel outlives nothing but its client: detach from the request
-	// context only through track's cancel, which Shutdown uses.
-	ctx, done, ok := s.track(r, "tunnel")
-	if !ok {
-		s.fail(w, r, "tunnel", authority, start, &Error{Status: http.StatusServiceUnavailable, Type: "proxy_internal_error", Detail: "shutting down"})
+	if s.own.match(authority) {
+		s.fail(w, r, kindTunnel, authority, start, &Error{Status: http.StatusLoopDetected, Type: "proxy_loop_detected", Detail: "CONNECT to the proxy itself"})
+		return
+	}
+	ctx, done, terr := s.track(r, kindTunnel)
+	if terr != nil {
+		s.fail(w, r, kindTunnel, authority, start, terr)
 		return
 	}
 	defer done()

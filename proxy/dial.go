@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/http"
 	"net/netip"
 	"syscall"
 	"time"
@@ -15,11 +16,14 @@ import (
 // and nothing is sent to it, whatever DNS answered earlier (no rebinding
 // window between check and use).
 type dialer struct {
-	policy  func() *Policy
+	policy  func(context.Context) *Policy
+	self    func(netip.AddrPort) bool // the proxy's own listening addresses
 	timeout time.Duration
 }
 
 func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	policy := d.policy(ctx)
+	name, _, _ := net.SplitHostPort(addr)
 	nd := net.Dialer{
 		Timeout:   d.timeout,
 		KeepAlive: 30 * time.Second,
@@ -28,7 +32,10 @@ func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 			if err != nil {
 				return errBadRequest("cannot check address " + address)
 			}
-			if e := d.policy().checkIP(ap.Addr().Unmap()); e != nil {
+			if d.self(ap) {
+				return &Error{Status: http.StatusLoopDetected, Type: "proxy_loop_detected", Detail: "the destination is this proxy"}
+			}
+			if e := policy.checkIP(ap.Addr(), name); e != nil {
 				return e
 			}
 			return nil
@@ -40,7 +47,7 @@ func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 // dial checks t's port and, for an IP literal, its address (so a refusal
 // needs no DNS lookup), then dials.
 func (d *dialer) dial(ctx context.Context, t target) (net.Conn, error) {
-	if e := d.policy().precheck(t); e != nil {
+	if e := d.policy(ctx).precheck(t); e != nil {
 		return nil, e
 	}
 	return d.DialContext(ctx, "tcp", t.authority())

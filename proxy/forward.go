@@ -24,12 +24,28 @@ type forwardInfo struct {
 	err    *Error
 }
 
+// forwarder forwards plain HTTP requests over a pool of upstream
+// connections. Each destination policy has its own, so that a connection
+// dialled under one user's policy is never reused under another's.
+type forwarder struct {
+	transport *http.Transport
+	http.Handler
+}
+
+func (s *Server) forwarderFor(p *Policy) *forwarder {
+	if f, ok := s.fwds.Load(p); ok {
+		return f.(*forwarder)
+	}
+	f, _ := s.fwds.LoadOrStore(p, s.newForwarder())
+	return f.(*forwarder)
+}
+
 // newForwarder builds the reverse proxy that forwards plain HTTP requests
 // over pooled upstream connections. httputil.ReverseProxy already strips
 // the hop-by-hop fields both ways (RFC 9110 §7.6.1: Connection and the
 // fields it names, Proxy-Connection, Keep-Alive, Proxy-Authorization, TE
 // except "trailers", Upgrade) and streams bodies without buffering them.
-func (s *Server) newForwarder() http.Handler {
+func (s *Server) newForwarder() *forwarder {
 	transport := &http.Transport{
 		Proxy:                 nil, // never chain to an environment proxy
 		DialContext:           s.dialer.DialContext,
@@ -41,18 +57,18 @@ func (s *Server) newForwarder() http.Handler {
 		TLSHandshakeTimeout:   s.cfg.DialTimeout,
 		ExpectContinueTimeout: time.Second,
 	}
-	return &httputil.ReverseProxy{
+	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			fi := pr.In.Context().Value(forwardKey{}).(*forwardInfo)
 			pr.Out.URL.Scheme = fi.scheme
 			pr.Out.URL.Host = fi.target.authority()
 			// The request target wins over any Host field (RFC 9112 §3.2.2).
 			pr.Out.Host = ""
-			pr.Out.Header.Add("Via", via(pr.In))
+			pr.Out.Header.Add("Via", s.via(pr.In))
 		},
 		Transport: transport,
 		ModifyResponse: func(resp *http.Response) error {
-			resp.Header.Add("Via", via(resp.Request))
+			resp.Header.Add("Via", s.via(resp.Request))
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -62,14 +78,27 @@ func (s *Server) newForwarder() http.Handler {
 		},
 		ErrorLog: s.hs.ErrorLog,
 	}
+	return &forwarder{transport: transport, Handler: rp}
 }
 
-// via renders this hop for the Via field (RFC 9110 §7.6.3).
-func via(r *http.Request) string {
+// via renders this hop for the Via field (RFC 9110 §7.6.3). The comment
+// carries this instance's id, for loop detection.
+func (s *Server) via(r *http.Request) string {
+	proto := "1.1"
 	if r.ProtoMajor == 2 {
-		return "2 h2proxy"
+		proto = "2"
 	}
-	return "1.1 h2proxy"
+	return proto + " h2proxy (" + s.id + ")"
+}
+
+// looped reports a request that already passed through this instance.
+func (s *Server) looped(r *http.Request) bool {
+	for _, v := range r.Header.Values("Via") {
+		if strings.Contains(v, "("+s.id+")") {
+			return true
+		}
+	}
+	return false
 }
 
 // serveForward forwards a request for an http:// (or https://) URL.
@@ -94,7 +123,7 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 	}
 	t, perr := parseAuthority(authority, defPort)
 	if perr == nil {
-		perr = s.Policy().precheck(t)
+		perr = s.policyFrom(r.Context()).precheck(t)
 	}
 	if perr != nil {
 		s.fail(w, r, "forward", authority, start, perr)
@@ -115,7 +144,7 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 		r.Body = body
 	}
 	cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
-	s.forwarder.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fi)))
+	s.forwarderFor(s.policyFrom(r.Context())).ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fi)))
 	var err error
 	if fi.err != nil {
 		err = fi.err
@@ -161,9 +190,9 @@ func stripHopByHop(h http.Header) {
 // turns both connections into a tunnel, any other answer is relayed as a
 // plain response and no tunnel is made.
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, scheme string, t target, start time.Time) {
-	ctx, done, ok := s.track(r, "websocket")
-	if !ok {
-		s.fail(w, r, "websocket", t.authority(), start, &Error{Status: http.StatusServiceUnavailable, Type: "proxy_internal_error", Detail: "shutting down"})
+	ctx, done, terr := s.track(r, kindWebSocket)
+	if terr != nil {
+		s.fail(w, r, kindWebSocket, t.authority(), start, terr)
 		return
 	}
 	defer done()
@@ -185,7 +214,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, scheme str
 	stripHopByHop(out.Header)
 	out.Header.Set("Connection", "Upgrade")
 	out.Header.Set("Upgrade", upgrade)
-	out.Header.Add("Via", via(r))
+	out.Header.Add("Via", s.via(r))
 	if out.ContentLength == 0 {
 		out.Body = nil
 	}
@@ -200,7 +229,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, scheme str
 		s.relayResponse(w, r, resp, t, start)
 		return
 	}
-	resp.Header.Add("Via", via(r))
+	resp.Header.Add("Via", s.via(r))
 	client, err := h1.AcceptUpgrade(w, resp)
 	if err != nil {
 		origin.Abort(err)
@@ -219,7 +248,7 @@ func (s *Server) relayResponse(w http.ResponseWriter, r *http.Request, resp *htt
 	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
-	w.Header().Add("Via", via(r))
+	w.Header().Add("Via", s.via(r))
 	w.WriteHeader(resp.StatusCode)
 	n, err := io.Copy(w, resp.Body)
 	s.access(r, "websocket", t.authority(), resp.StatusCode, 0, n, start, err)

@@ -26,6 +26,9 @@ func (s *Server) access(r *http.Request, kind, target string, status int, up, do
 		Int64("up", up).
 		Int64("down", down).
 		Dur("duration_ms", time.Since(start))
+	if user, _ := r.Context().Value(userKey{}).(string); user != "" {
+		ev = ev.Str("user", user)
+	}
 	if err != nil {
 		ev = ev.AnErr("error", err)
 	}

@@ -22,7 +22,7 @@ type metrics struct {
 	bytes         *prometheus.CounterVec
 	durations     *prometheus.HistogramVec
 	denials       *prometheus.CounterVec
-	authFailures  prometheus.Counter
+	authFailures  *prometheus.CounterVec
 	h2Conns       prometheus.Gauge
 	h2Streams     prometheus.Gauge
 	tlsErrors     prometheus.Counter
@@ -47,9 +47,9 @@ func newMetrics(certExpiry func() time.Time) *metrics {
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "h2proxy_denials_total", Help: "Requests refused, by Proxy-Status error type.",
 		}, []string{"reason"}),
-		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "h2proxy_auth_failures_total", Help: "Proxy requests with missing or wrong credentials.",
-		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "h2proxy_auth_failures_total", Help: "Proxy requests refused for credentials, by reason (missing, invalid, throttled).",
+		}, []string{"reason"}),
 		h2Conns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "h2proxy_h2_connections", Help: "Open HTTP/2 client connections.",
 		}),

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"fmt"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -17,6 +16,77 @@ type Policy struct {
 	AllowPrivate bool
 	// Ports are the destination ports allowed. Default DefaultPorts.
 	Ports PortSet
+	// Allow lists destinations reachable even though the address rule
+	// would refuse them (an internal range or name). Default none.
+	Allow Rules
+	// Deny lists destinations refused even though they are public.
+	// Deny wins over Allow. Default none.
+	Deny Rules
+}
+
+// Rules match destinations: CIDRs (10.1.0.0/16), single addresses, host
+// names (example.com) and wildcard names (*.example.com, which matches
+// the subdomains but not example.com itself).
+type Rules struct {
+	prefixes []netip.Prefix
+	names    map[string]bool
+	suffixes []string // ".example.com" for *.example.com
+}
+
+// ParseRules parses a list of rules, naming the first bad entry.
+func ParseRules(list []string) (Rules, error) {
+	r := Rules{names: map[string]bool{}}
+	for _, e := range list {
+		e = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(e), "."))
+		switch {
+		case e == "":
+		case strings.Contains(e, "/"):
+			p, err := netip.ParsePrefix(e)
+			if err != nil {
+				return Rules{}, fmt.Errorf("bad CIDR %q", e)
+			}
+			r.prefixes = append(r.prefixes, p.Masked())
+		case strings.HasPrefix(e, "*."):
+			if !validHostname(e[2:]) {
+				return Rules{}, fmt.Errorf("bad wildcard name %q: want *.example.com", e)
+			}
+			r.suffixes = append(r.suffixes, e[1:])
+		default:
+			if ip, err := netip.ParseAddr(e); err == nil {
+				r.prefixes = append(r.prefixes, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
+			} else if validHostname(e) {
+				r.names[e] = true
+			} else {
+				return Rules{}, fmt.Errorf("bad rule %q: want a CIDR, an address, a host name or *.name", e)
+			}
+		}
+	}
+	return r, nil
+}
+
+func (r Rules) matchName(name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if name == "" {
+		return false
+	}
+	if r.names[name] {
+		return true
+	}
+	for _, suf := range r.suffixes {
+		if strings.HasSuffix(name, suf) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r Rules) matchIP(ip netip.Addr) bool {
+	for _, p := range r.prefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // DefaultPorts is the default destination port rule: web ports and the
@@ -70,26 +140,34 @@ func (p *Policy) checkPort(port uint16) *Error {
 	return errDenied("http_request_denied", fmt.Sprintf("destination port %d is not allowed", port))
 }
 
-// precheck refuses a target whose port or literal address the policy
-// denies, before anything is looked up or dialled.
+// precheck refuses a target whose port, name or literal address the
+// policy denies, before anything is looked up or dialled.
 func (p *Policy) precheck(t target) *Error {
 	if e := p.checkPort(t.port); e != nil {
 		return e
 	}
 	if t.ip.IsValid() {
-		return p.checkIP(t.ip)
+		return p.checkIP(t.ip, "")
+	}
+	if p.Deny.matchName(t.host) {
+		return errDenied("destination_ip_prohibited", t.host+" is denied by policy")
 	}
 	return nil
 }
 
-// checkIP refuses addresses that are not public unless AllowPrivate is set.
-func (p *Policy) checkIP(ip netip.Addr) *Error {
-	if p.AllowPrivate {
+// checkIP decides on the address about to be dialled for the name that
+// was asked for ("" for a literal address): Deny wins, then Allow, then
+// the rule that only public addresses are reachable.
+func (p *Policy) checkIP(ip netip.Addr, name string) *Error {
+	ip = ip.Unmap()
+	if p.Deny.matchIP(ip) || p.Deny.matchName(name) {
+		return errDenied("destination_ip_prohibited", ip.String()+" is denied by policy")
+	}
+	if p.AllowPrivate || p.Allow.matchIP(ip) || p.Allow.matchName(name) {
 		return nil
 	}
 	if class := Classify(ip); class != "" {
-		return &Error{Status: http.StatusForbidden, Type: "destination_ip_prohibited",
-			Detail: fmt.Sprintf("%s is a %s address", ip, class)}
+		return errDenied("destination_ip_prohibited", fmt.Sprintf("%s is a %s address", ip, class))
 	}
 	return nil
 }

@@ -2,9 +2,10 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -41,6 +42,8 @@ type Config struct {
 	// IdleTimeout closes client connections with no request or tunnel in
 	// flight. Default 2m.
 	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request head. Default 64 KiB.
+	MaxHeaderBytes int
 	// HTTP2 holds the HTTP/2 front-end settings.
 	HTTP2 h2.Config
 	// Names are host names that address the proxy itself (beside
@@ -56,6 +59,20 @@ type Config struct {
 	// TrustedProxies are the CIDRs (or single addresses) of load
 	// balancers allowed to send PROXY headers.
 	TrustedProxies []string
+	// Users, when set, must authenticate with Proxy-Authorization: Basic.
+	// Default nil: no authentication.
+	Users *Users
+	// UserPolicies replace Policy for the users they name.
+	UserPolicies map[string]Policy
+	// ProbeResistance answers unauthenticated proxy requests as a plain
+	// web server would (never 407), so scanners cannot tell a proxy is
+	// here; only requests for ProbeDomain get the 407 that lets a browser
+	// ask for credentials. Needs Users. Default off.
+	ProbeResistance bool
+	ProbeDomain     string
+	// MaxTunnelsPerClient caps the open tunnels of one client address
+	// (429 past it). Default 0: no cap.
+	MaxTunnelsPerClient int
 	// CertExpiry, when set, reports when the served certificate expires,
 	// for the h2proxy_cert_expiry_timestamp_seconds gauge.
 	CertExpiry func() time.Time
@@ -63,21 +80,24 @@ type Config struct {
 
 // Server is an HTTPS forward proxy.
 type Server struct {
-	cfg       Config
-	name      string // in Via and Proxy-Status
-	log       zerolog.Logger
-	dialer    *dialer
-	forwarder http.Handler
-	hs        *http.Server
-	metrics   *metrics
-	own       ownNames
+	cfg     Config
+	name    string // in Via and Proxy-Status
+	log     zerolog.Logger
+	id      string // this instance, in Via for loop detection
+	dialer  *dialer
+	hs      *http.Server
+	metrics *metrics
+	own     ownNames
 
-	policy atomic.Pointer[Policy]
+	policies atomic.Pointer[policySet]
+	fwds     sync.Map // *Policy -> *forwarder, one connection pool per policy
+	auth     *authenticator
 
-	mu      sync.Mutex
-	tunnels map[*activeTunnel]struct{}
-	closing bool
-	wg      sync.WaitGroup
+	mu        sync.Mutex
+	tunnels   map[*activeTunnel]struct{}
+	perClient map[string]int // open tunnels by client address
+	closing   bool
+	wg        sync.WaitGroup
 }
 
 // New checks cfg and returns a Server.
@@ -97,20 +117,27 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.DialTimeout, 10*time.Second)
 	setDefault(&cfg.ReadHeaderTimeout, 10*time.Second)
 	setDefault(&cfg.IdleTimeout, 2*time.Minute)
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 64 << 10
+	}
 	log := zerolog.Nop()
 	if cfg.Logger != nil {
 		log = *cfg.Logger
 	}
 	s := &Server{
-		cfg:     cfg,
-		name:    "h2proxy",
-		log:     log,
-		tunnels: make(map[*activeTunnel]struct{}),
-		metrics: newMetrics(cfg.CertExpiry),
-		own:     ownNames{ports: map[string]bool{}, hosts: map[string]bool{"localhost": true}},
+		cfg:       cfg,
+		name:      "h2proxy",
+		log:       log,
+		tunnels:   make(map[*activeTunnel]struct{}),
+		perClient: make(map[string]int),
+		metrics:   newMetrics(cfg.CertExpiry),
+		own:       ownNames{ports: map[string]bool{}, hosts: map[string]bool{"localhost": true}},
+		id:        instanceID(),
 	}
-	s.dialer = &dialer{policy: s.Policy, timeout: cfg.DialTimeout}
-	s.SetPolicy(cfg.Policy)
+	s.dialer = &dialer{policy: s.policyFrom, self: s.own.self, timeout: cfg.DialTimeout}
+	s.SetPolicy(cfg.Policy, cfg.UserPolicies)
+	s.auth = newAuthenticator()
+	s.SetUsers(cfg.Users)
 	for _, n := range cfg.Names {
 		s.own.hosts[strings.ToLower(strings.TrimSuffix(n, "."))] = true
 	}
@@ -118,13 +145,12 @@ func New(cfg Config) (*Server, error) {
 		Handler:           s,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(zerolog.NewSlogHandler(log), slog.LevelDebug),
 		ConnState:         s.connState,
 		// No ReadTimeout/WriteTimeout: they would cut long-lived tunnels.
 	}
 	h2.Configure(s.hs, cfg.HTTP2)
-	s.forwarder = s.newForwarder()
 	return s, nil
 }
 
@@ -214,16 +240,59 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 	}
 }
 
-// Policy returns the destination policy in force.
-func (s *Server) Policy() *Policy { return s.policy.Load() }
+// policySet is the destination policy in force: the global one and those
+// of users who have their own.
+type policySet struct {
+	global *Policy
+	users  map[string]*Policy
+}
 
-// SetPolicy replaces the destination policy; requests already past their
-// check keep the old one. Used for live reloads.
-func (s *Server) SetPolicy(p Policy) {
+// SetPolicy replaces the destination policies (global, and per user when
+// authentication is on); requests already past their check keep the old
+// ones. Used for live reloads.
+func (s *Server) SetPolicy(global Policy, users map[string]Policy) {
+	set := &policySet{global: withDefaults(global), users: map[string]*Policy{}}
+	for name, p := range users {
+		set.users[name] = withDefaults(p)
+	}
+	s.policies.Store(set)
+	// Pooled upstream connections were checked under the old policies.
+	s.fwds.Range(func(k, v any) bool {
+		s.fwds.Delete(k)
+		v.(*forwarder).transport.CloseIdleConnections()
+		return true
+	})
+}
+
+func withDefaults(p Policy) *Policy {
 	if p.Ports == nil {
 		p.Ports, _ = ParsePorts(DefaultPorts)
 	}
-	s.policy.Store(&p)
+	return &p
+}
+
+// SetUsers replaces the users allowed to use the proxy; nil turns
+// authentication off.
+func (s *Server) SetUsers(u *Users) { s.auth.setUsers(u) }
+
+type policyKey struct{}
+
+// policyFor returns the policy for an authenticated user ("" when
+// authentication is off).
+func (s *Server) policyFor(user string) *Policy {
+	set := s.policies.Load()
+	if p, ok := set.users[user]; ok {
+		return p
+	}
+	return set.global
+}
+
+// policyFrom returns the policy a request's context carries.
+func (s *Server) policyFrom(ctx context.Context) *Policy {
+	if p, ok := ctx.Value(policyKey{}).(*Policy); ok {
+		return p
+	}
+	return s.policies.Load().global
 }
 
 func (s *Server) draining() bool {
@@ -258,38 +327,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 var errShutdown = errors.New("proxy shutting down")
 
-// ServeHTTP routes one request.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 2 {
-		s.metrics.h2Streams.Inc()
-		defer s.metrics.h2Streams.Dec()
-	}
-	switch {
-	case r.Method == http.MethodConnect && h2.Protocol(r) != "":
-		s.serveExtendedConnect(w, r)
-	case r.Method == http.MethodConnect:
-		s.serveConnect(w, r)
-	case s.isProxyRequest(r):
-		s.serveForward(w, r)
-	default:
-		s.serveLocal(w, r)
-	}
-}
-
-// isProxyRequest tells a request through the proxy from one to it: HTTP/1.1
-// proxy requests use the absolute form (RFC 9112 §3.2.2); over HTTP/2 the
-// :authority names a foreign host (that is how Chrome sends http:// URLs).
-func (s *Server) isProxyRequest(r *http.Request) bool {
-	if r.ProtoMajor == 1 && !r.URL.IsAbs() {
-		return false
-	}
-	host := r.Host
-	if r.URL.IsAbs() {
-		host = r.URL.Host
-	}
-	return !s.own.match(host)
-}
-
 func (s *Server) serveExtendedConnect(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	e := &Error{Status: http.StatusNotImplemented, Type: "http_request_error",
@@ -298,60 +335,10 @@ func (s *Server) serveExtendedConnect(w http.ResponseWriter, r *http.Request) {
 	s.access(r, "websocket", r.Host, e.Status, 0, 0, start, e)
 }
 
-// serveLocal answers requests addressed to the proxy itself with a small
-// page, never by forwarding them (that would loop).
-func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	status := http.StatusOK
-	switch {
-	case r.URL.Path != "/":
-		status = http.StatusNotFound
-		http.NotFound(w, r)
-	case r.Method != http.MethodGet && r.Method != http.MethodHead:
-		status = http.StatusMethodNotAllowed
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", status)
-	default:
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "h2proxy is an HTTPS forward proxy. Point a browser at it with --proxy-server=https://HOST:PORT.")
-	}
-	s.access(r, "local", r.Host, status, 0, 0, start, nil)
-}
-
-// ownNames recognises authorities that address the proxy itself: its
-// listeners' ports with localhost, the listening addresses (all interface
-// addresses for a wildcard listener) or a configured name.
-type ownNames struct {
-	ports map[string]bool
-	hosts map[string]bool
-}
-
-// add is called before serving starts, so match needs no lock.
-func (o ownNames) add(addr net.Addr) {
-	ta, ok := addr.(*net.TCPAddr)
-	if !ok {
-		return
-	}
-	o.ports[strconv.Itoa(ta.Port)] = true
-	if !ta.IP.IsUnspecified() {
-		o.hosts[ta.IP.String()] = true
-		return
-	}
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if in, ok := a.(*net.IPNet); ok {
-			o.hosts[in.IP.String()] = true
-		}
-	}
-}
-
-func (o ownNames) match(authority string) bool {
-	host, port, err := net.SplitHostPort(authority)
-	if err != nil {
-		host, port = strings.Trim(authority, "[]"), ""
-	}
-	if port != "" && !o.ports[port] {
-		return false
-	}
-	return o.hosts[strings.ToLower(strings.TrimSuffix(host, "."))]
+// instanceID is a random name for this process, so that it recognises its
+// own Via entries.
+func instanceID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -3,6 +3,7 @@
 //	h2proxy [flags]               run the proxy (see -help)
 //	h2proxy ca [--data-dir D]     print the local CA certificate (PEM)
 //	h2proxy health [--admin A]    exit 0 when the proxy at A is healthy
+//	h2proxy passwd [--file F] U   add user U to an htpasswd file
 package main
 
 import (
@@ -35,6 +36,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return runCA(args[1:], stdout, stderr)
 		case "health":
 			return runHealth(args[1:], stdout, stderr)
+		case "passwd":
+			return runPasswd(args[1:], os.Stdin, stdout, stderr)
 		}
 	}
 	opts, err := parseOptions(args, stderr)

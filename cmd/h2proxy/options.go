@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,7 +38,32 @@ type options struct {
 	logLevel       string
 	drainTimeout   time.Duration
 
-	values map[string]string // every flag's value as text, for reload diffs
+	authFile            string
+	probeResistance     bool
+	probeDomain         string
+	allowDest           string
+	denyDest            string
+	maxTunnelsPerClient int
+	idleTimeout         time.Duration
+	headerTimeout       time.Duration
+	dialTimeout         time.Duration
+	maxHeaderBytes      int
+	maxStreams          int
+
+	// users holds per-user destination policies, from the config file's
+	// "users" key (structured, so it has no flag).
+	users map[string]userPolicy
+
+	values map[string]string // every setting's value as text, for reload diffs
+}
+
+// userPolicy is one entry of the config file's "users" key: it replaces
+// the global destination rules for that user.
+type userPolicy struct {
+	AllowPrivate bool     `yaml:"allow-private"`
+	AllowPorts   string   `yaml:"allow-ports"`
+	AllowDest    []string `yaml:"allow-dest"`
+	DenyDest     []string `yaml:"deny-dest"`
 }
 
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
@@ -58,6 +84,17 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", "", "json or console (default: console on a terminal, else json)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open requests and tunnels may finish")
+	fs.StringVar(&o.authFile, "auth-file", "", "htpasswd file (bcrypt entries) of proxy users; reloaded when it changes; off when empty")
+	fs.BoolVar(&o.probeResistance, "probe-resistance", false, "answer unauthenticated proxy requests like a plain web server instead of 407 (needs --auth-file)")
+	fs.StringVar(&o.probeDomain, "probe-domain", "", "with --probe-resistance: a secret host name whose requests get the 407 that lets browsers log in")
+	fs.StringVar(&o.allowDest, "allow-dest", "", "comma-separated CIDRs, hosts or *.domains reachable even if private")
+	fs.StringVar(&o.denyDest, "deny-dest", "", "comma-separated CIDRs, hosts or *.domains always refused")
+	fs.IntVar(&o.maxTunnelsPerClient, "max-tunnels-per-client", 0, "open tunnels allowed per client address, 429 past it (0: no cap)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close tunnels idle in both directions this long (0: never)")
+	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "time allowed for the TLS handshake and a request head (slowloris guard)")
+	fs.DurationVar(&o.dialTimeout, "dial-timeout", 10*time.Second, "time allowed for DNS and connecting to a destination (504 past it)")
+	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request head accepted (HTTP/1.1 head, HTTP/2 header list)")
+	fs.IntVar(&o.maxStreams, "max-concurrent-streams", 250, "concurrent streams (tunnels) per HTTP/2 connection")
 	return fs
 }
 
@@ -75,18 +112,18 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.config != "" {
 		onCLI := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { onCLI[f.Name] = true })
-		if err := applyConfigFile(fs, o.config, onCLI); err != nil {
+		if err := applyConfigFile(fs, o, o.config, onCLI); err != nil {
 			return nil, err
 		}
 	}
-	o.values = map[string]string{}
+	o.values = map[string]string{"users": fmt.Sprint(o.users)}
 	fs.VisitAll(func(f *flag.Flag) { o.values[f.Name] = f.Value.String() })
 	return o, o.check()
 }
 
 // applyConfigFile sets every flag named by a key of the YAML file at path,
 // except those already set on the command line. Unknown keys are errors.
-func applyConfigFile(fs *flag.FlagSet, path string, onCLI map[string]bool) error {
+func applyConfigFile(fs *flag.FlagSet, o *options, path string, onCLI map[string]bool) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
@@ -101,9 +138,15 @@ func applyConfigFile(fs *flag.FlagSet, path string, onCLI map[string]bool) error
 	}
 	sort.Strings(keys)
 	for _, key := range keys {
+		if key == "users" {
+			if err := decodeUsers(doc[key], &o.users); err != nil {
+				return fmt.Errorf("config file %s: key \"users\": %w", path, err)
+			}
+			continue
+		}
 		f := fs.Lookup(key)
 		if f == nil || key == "config" {
-			return fmt.Errorf("config file %s: unknown key %q (keys are the flag names: %s)", path, key, flagNames(fs))
+			return fmt.Errorf("config file %s: unknown key %q (keys are the flag names, and users: %s)", path, key, flagNames(fs))
 		}
 		if onCLI[key] {
 			continue
@@ -113,6 +156,18 @@ func applyConfigFile(fs *flag.FlagSet, path string, onCLI map[string]bool) error
 		}
 	}
 	return nil
+}
+
+// decodeUsers re-decodes the generic YAML value of "users" strictly, so a
+// misspelt per-user key is an error too.
+func decodeUsers(v any, out *map[string]userPolicy) error {
+	raw, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	return dec.Decode(out)
 }
 
 // yamlValue renders a YAML value as flag text: lists become comma lists.
@@ -147,9 +202,6 @@ func (o *options) check() error {
 			return fmt.Errorf("--%s %q: want HOST:PORT or :PORT", name, addr)
 		}
 	}
-	if _, err := proxy.ParsePorts(o.allowPorts); err != nil {
-		return fmt.Errorf("--allow-ports: %w", err)
-	}
 	if o.proxyProtocol && o.trustedProxies == "" {
 		return errors.New("--proxy-protocol needs --trusted-proxies CIDR,... (the load balancers' addresses)")
 	}
@@ -158,21 +210,71 @@ func (o *options) check() error {
 			return fmt.Errorf("--trusted-proxies: %q is not a CIDR or an IP address", c)
 		}
 	}
-	if o.drainTimeout < 0 {
-		return errors.New("--drain-timeout must not be negative")
+	for name, d := range map[string]time.Duration{"drain-timeout": o.drainTimeout, "idle-timeout": o.idleTimeout, "header-timeout": o.headerTimeout, "dial-timeout": o.dialTimeout} {
+		if d < 0 {
+			return fmt.Errorf("--%s must not be negative", name)
+		}
+	}
+	if o.probeResistance && o.authFile == "" {
+		return errors.New("--probe-resistance needs --auth-file: without users there is nothing to hide behind")
+	}
+	if o.users != nil && o.authFile == "" {
+		return errors.New("config key users needs --auth-file (per-user policies apply to authenticated users)")
+	}
+	if o.maxTunnelsPerClient < 0 || o.maxHeaderBytes < 1024 || o.maxStreams < 1 {
+		return errors.New("--max-tunnels-per-client must be >= 0, --max-header-bytes >= 1024, --max-concurrent-streams >= 1")
+	}
+	if _, _, err := o.policies(); err != nil {
+		return err
 	}
 	return nil
 }
 
-func (o *options) trustedList() []string {
+// policies builds the global and per-user destination policies.
+func (o *options) policies() (proxy.Policy, map[string]proxy.Policy, error) {
+	global, err := buildPolicy("--", o.allowPrivate, o.allowPorts, splitList(o.allowDest), splitList(o.denyDest))
+	if err != nil {
+		return proxy.Policy{}, nil, err
+	}
+	users := map[string]proxy.Policy{}
+	for name, u := range o.users {
+		ports := u.AllowPorts
+		if ports == "" {
+			ports = o.allowPorts
+		}
+		if users[name], err = buildPolicy("users."+name+".", u.AllowPrivate, ports, u.AllowDest, u.DenyDest); err != nil {
+			return proxy.Policy{}, nil, err
+		}
+	}
+	return global, users, nil
+}
+
+func buildPolicy(prefix string, allowPrivate bool, ports string, allow, deny []string) (proxy.Policy, error) {
+	p := proxy.Policy{AllowPrivate: allowPrivate}
+	var err error
+	if p.Ports, err = proxy.ParsePorts(ports); err != nil {
+		return p, fmt.Errorf("%sallow-ports: %w", prefix, err)
+	}
+	if p.Allow, err = proxy.ParseRules(allow); err != nil {
+		return p, fmt.Errorf("%sallow-dest: %w", prefix, err)
+	}
+	if p.Deny, err = proxy.ParseRules(deny); err != nil {
+		return p, fmt.Errorf("%sdeny-dest: %w", prefix, err)
+	}
+	return p, nil
+}
+
+func splitList(s string) []string {
 	var out []string
-	for _, c := range strings.Split(o.trustedProxies, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			out = append(out, c)
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
 		}
 	}
 	return out
 }
+
+func (o *options) trustedList() []string { return splitList(o.trustedProxies) }
 
 // changed lists the flags whose values differ between o and n.
 func (o *options) changed(n *options) []string {

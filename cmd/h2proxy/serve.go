@@ -19,12 +19,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/h2proxy/h2proxy/certs"
+	"github.com/h2proxy/h2proxy/h2"
 	"github.com/h2proxy/h2proxy/proxy"
 )
 
 // live are the options a SIGHUP reload applies without a restart.
-var live = map[string]bool{"allow-private": true, "allow-ports": true, "cert": true, "key": true,
-	"log-level": true, "drain-timeout": true}
+var live = map[string]bool{"allow-private": true, "allow-ports": true, "allow-dest": true, "deny-dest": true,
+	"users": true, "auth-file": true, "cert": true, "key": true, "log-level": true, "drain-timeout": true}
 
 func serve(args []string, o *options, log zerolog.Logger, stderr io.Writer) error {
 	zerolog.SetGlobalLevel(mustLevel(o.logLevel))
@@ -44,11 +45,22 @@ func serve(args []string, o *options, log zerolog.Logger, stderr io.Writer) erro
 			MinVersion:         tls.VersionTLS12,
 			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return current.Load(), nil },
 		},
-		CertExpiry:     func() time.Time { return certExpiry(current.Load()) },
-		ProxyProtocol:  o.proxyProtocol,
-		TrustedProxies: o.trustedList(),
+		CertExpiry:          func() time.Time { return certExpiry(current.Load()) },
+		ProxyProtocol:       o.proxyProtocol,
+		TrustedProxies:      o.trustedList(),
+		ProbeResistance:     o.probeResistance,
+		ProbeDomain:         o.probeDomain,
+		MaxTunnelsPerClient: o.maxTunnelsPerClient,
+		TunnelIdleTimeout:   o.idleTimeout,
+		ReadHeaderTimeout:   o.headerTimeout,
+		DialTimeout:         o.dialTimeout,
+		MaxHeaderBytes:      o.maxHeaderBytes,
+		HTTP2:               h2.Config{MaxConcurrentStreams: o.maxStreams},
 	}
-	cfg.Policy = policyOf(o)
+	cfg.Policy, cfg.UserPolicies, _ = o.policies() // checked by parseOptions
+	if cfg.Users, err = loadUsers(o.authFile); err != nil {
+		return err
+	}
 	if cfg.UpstreamTLS, err = upstreamTLS(o.upstreamCA); err != nil {
 		return err
 	}
@@ -82,6 +94,17 @@ func serve(args []string, o *options, log zerolog.Logger, stderr io.Writer) erro
 		log.Info().Str("addr", aln.Addr().String()).Msg("admin listening")
 	}
 	logListening(log, ln.Addr(), ca)
+	var opts atomic.Pointer[options] // read by the watcher; replaced by reloads
+	opts.Store(o)
+	stopWatch := watchFile(func() string { return opts.Load().authFile }, func() {
+		if u, err := loadUsers(opts.Load().authFile); err != nil {
+			log.Error().Err(err).Msg("auth file changed but is invalid; the previous users stay")
+		} else {
+			srv.SetUsers(u)
+			log.Info().Int("users", u.Len()).Msg("auth file reloaded")
+		}
+	})
+	defer stopWatch()
 
 	sigc := make(chan os.Signal, 2)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -95,6 +118,7 @@ func serve(args []string, o *options, log zerolog.Logger, stderr io.Writer) erro
 					log.Error().Err(err).Msg("reload failed; the running configuration stays")
 				} else {
 					o = n
+					opts.Store(n)
 				}
 				continue
 			}
@@ -148,8 +172,14 @@ func reload(args []string, old *options, srv *proxy.Server, current *atomic.Poin
 	if err != nil {
 		return nil, err
 	}
+	users, err := loadUsers(n.authFile)
+	if err != nil {
+		return nil, err
+	}
 	current.Store(certSrc)
-	srv.SetPolicy(policyOf(n))
+	global, perUser, _ := n.policies()
+	srv.SetPolicy(global, perUser)
+	srv.SetUsers(users)
 	zerolog.SetGlobalLevel(mustLevel(n.logLevel))
 	ev := log.Info().Strs("changed", changed)
 	if len(restart) > 0 {
@@ -164,9 +194,16 @@ func mustLevel(s string) zerolog.Level {
 	return l
 }
 
-func policyOf(o *options) proxy.Policy {
-	ports, _ := proxy.ParsePorts(o.allowPorts)
-	return proxy.Policy{AllowPrivate: o.allowPrivate, Ports: ports}
+// loadUsers reads the htpasswd file; no file means no authentication.
+func loadUsers(path string) (*proxy.Users, error) {
+	if path == "" {
+		return nil, nil
+	}
+	u, err := proxy.LoadUsers(path)
+	if err != nil {
+		return nil, fmt.Errorf("--auth-file: %w", err)
+	}
+	return u, nil
 }
 
 // loadCertificates returns the TLS config serving the proxy's certificate:

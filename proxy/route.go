@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/h2proxy/h2proxy/h2"
+)
+
+// Request kinds, as logged and counted.
+const (
+	kindTunnel    = "tunnel"    // CONNECT host:port
+	kindWebSocket = "websocket" // extended CONNECT, or an HTTP/1.1 Upgrade
+	kindForward   = "forward"   // a request for an http:// or https:// URL
+	kindLocal     = "local"     // a request to the proxy itself
+)
+
+// ServeHTTP routes one request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		s.metrics.h2Streams.Inc()
+		defer s.metrics.h2Streams.Dec()
+	}
+	kind := s.kindOf(r)
+	if kind == kindLocal {
+		s.serveLocal(w, r)
+		return
+	}
+	r, ok := s.admit(w, r, kind)
+	if !ok {
+		return
+	}
+	switch kind {
+	case kindWebSocket:
+		if r.Method == http.MethodConnect {
+			s.serveExtendedConnect(w, r)
+			return
+		}
+		s.serveForward(w, r)
+	case kindTunnel:
+		s.serveConnect(w, r)
+	default:
+		s.serveForward(w, r)
+	}
+}
+
+func (s *Server) kindOf(r *http.Request) string {
+	switch {
+	case r.Method == http.MethodConnect && h2.Protocol(r) != "":
+		return kindWebSocket
+	case r.Method == http.MethodConnect:
+		return kindTunnel
+	case !s.isProxyRequest(r):
+		return kindLocal
+	case r.ProtoMajor == 1 && isWebSocketUpgrade(r.Header):
+		return kindWebSocket
+	}
+	return kindForward
+}
+
+// admit applies what every proxy request must pass before routing:
+// authentication (with probe resistance), loop detection and the request's
+// destination policy, which it puts in the returned request's context.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, kind string) (*http.Request, bool) {
+	start := time.Now()
+	target := requestTarget(r)
+	if s.looped(r) {
+		s.fail(w, r, kind, target, start, &Error{Status: http.StatusLoopDetected, Type: "proxy_loop_detected", Detail: "request already passed this proxy (Via)"})
+		return nil, false
+	}
+	user := ""
+	if s.auth.enabled() {
+		var res authResult
+		user, res = s.auth.check(r)
+		if res != authOK {
+			s.refuseAuth(w, r, kind, target, start, res)
+			return nil, false
+		}
+		if s.isProbeDomain(target) {
+			// The browser asked for the secret domain to log in; it has.
+			s.serveLocal(w, r)
+			return nil, false
+		}
+	}
+	ctx := context.WithValue(r.Context(), policyKey{}, s.policyFor(user))
+	ctx = context.WithValue(ctx, userKey{}, user)
+	return r.WithContext(ctx), true
+}
+
+type userKey struct{}
+
+// refuseAuth answers a request without valid credentials: 407 asking for
+// them (RFC 9110 §15.5.8), 429 for a client that guessed wrong too often,
+// or, with probe resistance, what a plain web server would answer.
+func (s *Server) refuseAuth(w http.ResponseWriter, r *http.Request, kind, target string, start time.Time, res authResult) {
+	reason := map[authResult]string{authMissing: "missing", authInvalid: "invalid", authThrottled: "throttled"}[res]
+	s.metrics.authFailures.WithLabelValues(reason).Inc()
+	if s.cfg.ProbeResistance && res != authThrottled && !s.isProbeDomain(target) {
+		s.serveLocal(w, r)
+		return
+	}
+	if res == authThrottled {
+		w.Header().Set("Retry-After", "60")
+		s.fail(w, r, kind, target, start, &Error{Status: http.StatusTooManyRequests, Type: "http_request_denied", Detail: "too many failed logins from this address"})
+		return
+	}
+	w.Header().Set("Proxy-Authenticate", `Basic realm="h2proxy", charset="UTF-8"`)
+	s.fail(w, r, kind, target, start, &Error{Status: http.StatusProxyAuthRequired, Type: "http_request_denied", Detail: "proxy authentication required"})
+}
+
+func (s *Server) isProbeDomain(target string) bool {
+	if s.cfg.ProbeDomain == "" {
+		return false
+	}
+	host, _, err := net.SplitHostPort(target)
+	if err != nil {
+		host = target
+	}
+	return strings.EqualFold(strings.TrimSuffix(host, "."), s.cfg.ProbeDomain)
+}
+
+// requestTarget is the authority a proxy request is for.
+func requestTarget(r *http.Request) string {
+	if r.Method != http.MethodConnect && r.URL.IsAbs() {
+		return r.URL.Host
+	}
+	return r.Host
+}
+
+// isProxyRequest tells a request through the proxy from one to it: HTTP/1.1
+// proxy requests use the absolute form (RFC 9112 §3.2.2); over HTTP/2 the
+// :authority names a foreign host (that is how Chrome sends http:// URLs).
+func (s *Server) isProxyRequest(r *http.Request) bool {
+	if r.ProtoMajor == 1 && !r.URL.IsAbs() {
+		return false
+	}
+	host := r.Host
+	if r.URL.IsAbs() {
+		host = r.URL.Host
+	}
+	return !s.own.match(host)
+}
+
+// serveLocal answers requests addressed to the proxy itself with a small
+// page, never by forwarding them (that would loop). With probe resistance
+// it is also the answer to unauthenticated proxy requests, so it must look
+// like any small web server's: no proxy headers.
+func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	status := http.StatusOK
+	switch {
+	case r.URL.Path != "/":
+		status = http.StatusNotFound
+		http.NotFound(w, r)
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
+		status = http.StatusMethodNotAllowed
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", status)
+	default:
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "h2proxy is an HTTPS forward proxy. Point a browser at it with --proxy-server=https://HOST:PORT.")
+	}
+	s.access(r, "local", r.Host, status, 0, 0, start, nil)
+}
+
+// ownNames recognises authorities that address the proxy itself: its
+// listeners' ports with localhost, the listening addresses (all interface
+// addresses for a wildcard listener) or a configured name.
+type ownNames struct {
+	ports map[string]bool
+	hosts map[string]bool
+}
+
+// add is called before serving starts, so match needs no lock.
+func (o ownNames) add(addr net.Addr) {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return
+	}
+	o.ports[strconv.Itoa(ta.Port)] = true
+	if !ta.IP.IsUnspecified() {
+		o.hosts[ta.IP.String()] = true
+		return
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if in, ok := a.(*net.IPNet); ok {
+			o.hosts[in.IP.String()] = true
+		}
+	}
+}
+
+// self reports whether dialling ap would reach one of the proxy's own
+// listeners (a loop): one of its ports on one of its addresses.
+func (o ownNames) self(ap netip.AddrPort) bool {
+	ip := ap.Addr().Unmap()
+	return o.ports[strconv.Itoa(int(ap.Port()))] && (ip.IsLoopback() || ip.IsUnspecified() || o.hosts[ip.String()])
+}
+
+func (o ownNames) match(authority string) bool {
+	host, port, err := net.SplitHostPort(authority)
+	if err != nil {
+		host, port = strings.Trim(authority, "[]"), ""
+	}
+	if port != "" && !o.ports[port] {
+		return false
+	}
+	return o.hosts[strings.ToLower(strings.TrimSuffix(host, "."))]
+}
