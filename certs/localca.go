@@ -127,7 +127,13 @@ func (ca *LocalCA) SPKIHash() string {
 // memory before it expires; the CA goes in the chain so that clients
 // trusting only the CA's key (Chrome's SPKI list) accept it.
 func (ca *LocalCA) TLSConfig(names []string) (*tls.Config, error) {
-	ca.names = names
+	if len(names) == 0 {
+		return nil, errors.New("local CA: no names for the certificate")
+	}
+	ca.mu.Lock()
+	ca.names = append([]string(nil), names...)
+	ca.leaf = nil // the names changed: issue a new leaf
+	ca.mu.Unlock()
 	if _, err := ca.getLeaf(); err != nil {
 		return nil, err
 	}
@@ -137,6 +143,17 @@ func (ca *LocalCA) TLSConfig(names []string) (*tls.Config, error) {
 			return ca.getLeaf()
 		},
 	}, nil
+}
+
+// Expiry maps each name of the current leaf to its NotAfter (empty before
+// TLSConfig). The leaf is renewed in memory a week before that.
+func (ca *LocalCA) Expiry() map[string]time.Time {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	if ca.leaf == nil {
+		return map[string]time.Time{}
+	}
+	return leafExpiry(ca.leaf.Leaf)
 }
 
 func (ca *LocalCA) getLeaf() (*tls.Certificate, error) {
@@ -168,16 +185,11 @@ func (ca *LocalCA) getLeaf() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	ca.leaf = &tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	ca.leaf = &tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}
 	ca.expiry = tmpl.NotAfter
 	return ca.leaf, nil
-}
-
-// Files serves the certificate chain and key from PEM files.
-func Files(certFile, keyFile string) (*tls.Config, error) {
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("--cert %s / --key %s: %w", certFile, keyFile, err)
-	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}, nil
 }

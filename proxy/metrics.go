@@ -28,7 +28,7 @@ type metrics struct {
 	tlsErrors     prometheus.Counter
 }
 
-func newMetrics(certExpiry func() time.Time) *metrics {
+func newMetrics(certExpiry func() map[string]time.Time) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		activeTunnels: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -64,11 +64,24 @@ func newMetrics(certExpiry func() time.Time) *metrics {
 		m.h2Conns, m.h2Streams, m.tlsErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if certExpiry != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "h2proxy_cert_expiry_timestamp_seconds", Help: "When the served certificate expires (Unix time).",
-		}, func() float64 { return float64(certExpiry().Unix()) }))
+		m.reg.MustRegister(expiryCollector(certExpiry))
 	}
 	return m
+}
+
+var expiryDesc = prometheus.NewDesc("h2proxy_cert_expiry_timestamp_seconds",
+	"When the certificate served for a name expires (Unix time).", []string{"name"}, nil)
+
+// expiryCollector reports the certificate source's expiry times as they
+// are when scraped (certificates are renewed and reloaded underneath).
+type expiryCollector func() map[string]time.Time
+
+func (c expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+
+func (c expiryCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, t := range c() {
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, float64(t.Unix()), name)
+	}
 }
 
 // outcome names how a request or tunnel ended, for h2proxy_tunnels_total.

@@ -73,9 +73,12 @@ type Config struct {
 	// MaxTunnelsPerClient caps the open tunnels of one client address
 	// (429 past it). Default 0: no cap.
 	MaxTunnelsPerClient int
-	// CertExpiry, when set, reports when the served certificate expires,
-	// for the h2proxy_cert_expiry_timestamp_seconds gauge.
-	CertExpiry func() time.Time
+	// CertExpiry, when set, reports when the served certificates expire,
+	// by name, for the h2proxy_cert_expiry_timestamp_seconds gauge.
+	CertExpiry func() map[string]time.Time
+	// HTTPChallenge, when set, wraps the handler of every listener, so an
+	// ACME HTTP-01 responder can answer its requests to the proxy itself.
+	HTTPChallenge func(http.Handler) http.Handler
 }
 
 // Server is an HTTPS forward proxy.
@@ -141,8 +144,12 @@ func New(cfg Config) (*Server, error) {
 	for _, n := range cfg.Names {
 		s.own.hosts[strings.ToLower(strings.TrimSuffix(n, "."))] = true
 	}
+	var handler http.Handler = s
+	if cfg.HTTPChallenge != nil {
+		handler = cfg.HTTPChallenge(handler)
+	}
 	s.hs = &http.Server{
-		Handler:           s,
+		Handler:           handler,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,

@@ -2,6 +2,7 @@
 //
 //	h2proxy [flags]               run the proxy (see -help)
 //	h2proxy ca [--data-dir D]     print the local CA certificate (PEM)
+//	h2proxy trust [--data-dir D]  print how to trust the local CA
 //	h2proxy health [--admin A]    exit 0 when the proxy at A is healthy
 //	h2proxy passwd [--file F] U   add user U to an htpasswd file
 package main
@@ -36,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return runCA(args[1:], stdout, stderr)
 		case "health":
 			return runHealth(args[1:], stdout, stderr)
+		case "trust":
+			return runTrust(args[1:], stdout, stderr)
 		case "passwd":
 			return runPasswd(args[1:], os.Stdin, stdout, stderr)
 		}
@@ -75,16 +78,23 @@ func newLogger(format, level string, w io.Writer) (zerolog.Logger, error) {
 }
 
 func runCA(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("h2proxy ca", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dataDir := fs.String("data-dir", defaultDataDir(), "directory holding the local CA")
-	if err := fs.Parse(args); err != nil {
+	dataDir, err := dataDirFlag("h2proxy ca", args, stderr)
+	if err != nil {
 		return err
 	}
-	ca, err := certs.LoadOrCreateCA(*dataDir)
+	ca, err := certs.LoadOrCreateCA(dataDir)
 	if err != nil {
 		return err
 	}
 	_, err = stdout.Write(ca.PEM())
 	return err
+}
+
+// dataDirFlag parses the --data-dir flag of the small subcommands.
+func dataDirFlag(name string, args []string, stderr io.Writer) (string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", defaultDataDir(), "directory holding the local CA")
+	err := fs.Parse(args)
+	return *dataDir, err
 }

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/h2proxy/h2proxy/certs"
 	"github.com/h2proxy/h2proxy/proxy"
 )
 
@@ -37,6 +38,10 @@ type options struct {
 	logFormat      string
 	logLevel       string
 	drainTimeout   time.Duration
+
+	domains   stringList
+	acmeEmail string
+	acmeCA    string
 
 	authFile            string
 	probeResistance     bool
@@ -84,6 +89,9 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", "", "json or console (default: console on a terminal, else json)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open requests and tunnels may finish")
+	fs.Var(&o.domains, "domain", "get a certificate for this name by ACME (repeatable); challenges are answered on --listen (TLS-ALPN-01) and --plain-listen (HTTP-01)")
+	fs.StringVar(&o.acmeEmail, "acme-email", "", "contact address for the ACME account")
+	fs.StringVar(&o.acmeCA, "acme-ca", certs.LetsEncryptProduction, "ACME directory URL (default: Let's Encrypt production)")
 	fs.StringVar(&o.authFile, "auth-file", "", "htpasswd file (bcrypt entries) of proxy users; reloaded when it changes; off when empty")
 	fs.BoolVar(&o.probeResistance, "probe-resistance", false, "answer unauthenticated proxy requests like a plain web server instead of 407 (needs --auth-file)")
 	fs.StringVar(&o.probeDomain, "probe-domain", "", "with --probe-resistance: a secret host name whose requests get the 407 that lets browsers log in")
@@ -197,6 +205,9 @@ func (o *options) check() error {
 	if (o.certFile == "") != (o.keyFile == "") {
 		return errors.New("--cert and --key go together: give both or neither")
 	}
+	if len(o.domains) > 0 && o.certFile != "" {
+		return errors.New("--domain (ACME) and --cert/--key are two certificate sources: give one")
+	}
 	for name, addr := range map[string]string{"listen": o.listen, "plain-listen": o.plainListen, "admin-listen": o.adminListen} {
 		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
 			return fmt.Errorf("--%s %q: want HOST:PORT or :PORT", name, addr)
@@ -303,4 +314,15 @@ func defaultDataDir() string {
 		return filepath.Join(home, ".local", "share", "h2proxy")
 	}
 	return "h2proxy-data"
+}
+
+// stringList is a repeatable flag; a comma list (from the config file's
+// YAML list) adds several values at once.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, splitList(v)...)
+	return nil
 }

@@ -23,77 +23,87 @@ import (
 	"github.com/h2proxy/h2proxy/proxy"
 )
 
-// live are the options a SIGHUP reload applies without a restart.
+// live are the settings a SIGHUP reload applies without a restart.
 var live = map[string]bool{"allow-private": true, "allow-ports": true, "allow-dest": true, "deny-dest": true,
 	"users": true, "auth-file": true, "cert": true, "key": true, "log-level": true, "drain-timeout": true}
+
+// listeners are the bound sockets, opened before anything else so that
+// ACME challenges can be answered on them and port errors come first.
+type listeners struct {
+	tls, plain, admin net.Listener
+}
+
+func listen(o *options) (*listeners, error) {
+	var l listeners
+	var err error
+	if l.tls, err = net.Listen("tcp", o.listen); err != nil {
+		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	if o.plainListen != "" {
+		if l.plain, err = net.Listen("tcp", o.plainListen); err != nil {
+			l.close()
+			return nil, fmt.Errorf("--plain-listen: %w", err)
+		}
+	}
+	if o.adminListen != "" {
+		if l.admin, err = net.Listen("tcp", o.adminListen); err != nil {
+			l.close()
+			return nil, fmt.Errorf("--admin-listen: %w", err)
+		}
+	}
+	return &l, nil
+}
+
+func (l *listeners) close() {
+	for _, ln := range []net.Listener{l.tls, l.plain, l.admin} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
 
 func serve(args []string, o *options, log zerolog.Logger, stderr io.Writer) error {
 	zerolog.SetGlobalLevel(mustLevel(o.logLevel))
 	log = log.Level(zerolog.TraceLevel) // the global level filters, so reloads can change it
 
-	certSrc, ca, err := loadCertificates(o)
+	ls, err := listen(o)
 	if err != nil {
 		return err
 	}
-	var current atomic.Pointer[tls.Config]
-	current.Store(certSrc)
-	cfg := proxy.Config{
-		Logger: &log,
-		// The certificate source can be swapped by a reload; every new
-		// handshake asks for the one in force.
-		TLSConfig: &tls.Config{
-			MinVersion:         tls.VersionTLS12,
-			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return current.Load(), nil },
-		},
-		CertExpiry:          func() time.Time { return certExpiry(current.Load()) },
-		ProxyProtocol:       o.proxyProtocol,
-		TrustedProxies:      o.trustedList(),
-		ProbeResistance:     o.probeResistance,
-		ProbeDomain:         o.probeDomain,
-		MaxTunnelsPerClient: o.maxTunnelsPerClient,
-		TunnelIdleTimeout:   o.idleTimeout,
-		ReadHeaderTimeout:   o.headerTimeout,
-		DialTimeout:         o.dialTimeout,
-		MaxHeaderBytes:      o.maxHeaderBytes,
-		HTTP2:               h2.Config{MaxConcurrentStreams: o.maxStreams},
-	}
-	cfg.Policy, cfg.UserPolicies, _ = o.policies() // checked by parseOptions
-	if cfg.Users, err = loadUsers(o.authFile); err != nil {
+	defer ls.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cs, err := loadCertificates(ctx, o, addrOf(ls.tls), addrOf(ls.plain), log)
+	if err != nil {
 		return err
 	}
-	if cfg.UpstreamTLS, err = upstreamTLS(o.upstreamCA); err != nil {
-		return err
-	}
-	srv, err := proxy.New(cfg)
+	defer cs.stop()
+	srv, err := newServer(o, cs, log)
 	if err != nil {
 		return err
 	}
 
-	errc := make(chan error, 3)
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
-	go func() { errc <- srv.Serve(ln) }()
-	if o.plainListen != "" {
-		pln, err := net.Listen("tcp", o.plainListen)
-		if err != nil {
-			return fmt.Errorf("--plain-listen: %w", err)
-		}
-		go func() { errc <- srv.ServePlain(pln) }()
-		log.Info().Str("addr", pln.Addr().String()).Msg("listening (cleartext)")
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ls.tls) }()
+	if ls.plain != nil {
+		go func() { errc <- srv.ServePlain(ls.plain) }()
+		log.Info().Str("addr", addrOf(ls.plain)).Msg("listening (cleartext)")
 	}
 	var admin *http.Server
-	if o.adminListen != "" {
-		aln, err := net.Listen("tcp", o.adminListen)
-		if err != nil {
-			return fmt.Errorf("--admin-listen: %w", err)
-		}
+	if ls.admin != nil {
 		admin = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go admin.Serve(aln)
-		log.Info().Str("addr", aln.Addr().String()).Msg("admin listening")
+		go admin.Serve(ls.admin)
+		log.Info().Str("addr", addrOf(ls.admin)).Msg("admin listening")
 	}
-	logListening(log, ln.Addr(), ca)
+	logListening(log, ls.tls.Addr(), cs.ca)
+
 	var opts atomic.Pointer[options] // read by the watcher; replaced by reloads
 	opts.Store(o)
 	stopWatch := watchFile(func() string { return opts.Load().authFile }, func() {
@@ -113,23 +123,52 @@ func serve(args []string, o *options, log zerolog.Logger, stderr io.Writer) erro
 		case err := <-errc:
 			return err
 		case sig := <-sigc:
-			if sig == syscall.SIGHUP {
-				if n, err := reload(args, o, srv, &current, log, stderr); err != nil {
-					log.Error().Err(err).Msg("reload failed; the running configuration stays")
-				} else {
-					o = n
-					opts.Store(n)
-				}
-				continue
+			if sig != syscall.SIGHUP {
+				return drain(srv, admin, opts.Load().drainTimeout, sig, sigc, log)
 			}
-			return drain(srv, admin, o.drainTimeout, sig, sigc, errc, log)
+			if n, err := reload(args, opts.Load(), srv, cs, log, stderr); err != nil {
+				log.Error().Err(err).Msg("reload failed; the running configuration stays")
+			} else {
+				opts.Store(n)
+			}
 		}
 	}
 }
 
+func newServer(o *options, cs *certificates, log zerolog.Logger) (*proxy.Server, error) {
+	cfg := proxy.Config{
+		Logger:              &log,
+		TLSConfig:           cs.tlsConfig(),
+		CertExpiry:          cs.expiry,
+		ProxyProtocol:       o.proxyProtocol,
+		TrustedProxies:      o.trustedList(),
+		ProbeResistance:     o.probeResistance,
+		ProbeDomain:         o.probeDomain,
+		MaxTunnelsPerClient: o.maxTunnelsPerClient,
+		TunnelIdleTimeout:   o.idleTimeout,
+		ReadHeaderTimeout:   o.headerTimeout,
+		DialTimeout:         o.dialTimeout,
+		MaxHeaderBytes:      o.maxHeaderBytes,
+		HTTP2:               h2.Config{MaxConcurrentStreams: o.maxStreams},
+		Names:               o.domains,
+	}
+	if cs.acme != nil {
+		cfg.HTTPChallenge = cs.acme.HTTPChallengeHandler
+	}
+	cfg.Policy, cfg.UserPolicies, _ = o.policies() // checked by parseOptions
+	var err error
+	if cfg.Users, err = loadUsers(o.authFile); err != nil {
+		return nil, err
+	}
+	if cfg.UpstreamTLS, err = upstreamTLS(o.upstreamCA); err != nil {
+		return nil, err
+	}
+	return proxy.New(cfg)
+}
+
 // drain stops accepting, lets open work finish until the deadline, and
 // returns nil for a clean exit. A second signal exits at once.
-func drain(srv *proxy.Server, admin *http.Server, timeout time.Duration, sig os.Signal, sigc chan os.Signal, errc chan error, log zerolog.Logger) error {
+func drain(srv *proxy.Server, admin *http.Server, timeout time.Duration, sig os.Signal, sigc chan os.Signal, log zerolog.Logger) error {
 	log.Info().Str("signal", sig.String()).Dur("drain_timeout", timeout).Msg("draining")
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -154,21 +193,8 @@ func drain(srv *proxy.Server, admin *http.Server, timeout time.Duration, sig os.
 // reload re-reads the command line and config file. Settings that can
 // change live are applied; others are reported as needing a restart. An
 // invalid configuration changes nothing.
-func reload(args []string, old *options, srv *proxy.Server, current *atomic.Pointer[tls.Config], log zerolog.Logger, stderr io.Writer) (*options, error) {
+func reload(args []string, old *options, srv *proxy.Server, cs *certificates, log zerolog.Logger, stderr io.Writer) (*options, error) {
 	n, err := parseOptions(args, stderr)
-	if err != nil {
-		return nil, err
-	}
-	changed := old.changed(n)
-	var restart []string
-	for _, name := range changed {
-		if !live[name] {
-			restart = append(restart, name)
-		}
-	}
-	// Certificates are re-read even when the paths are unchanged: the
-	// files may have been replaced (renewed) in place.
-	certSrc, _, err := loadCertificates(n)
 	if err != nil {
 		return nil, err
 	}
@@ -176,11 +202,21 @@ func reload(args []string, old *options, srv *proxy.Server, current *atomic.Poin
 	if err != nil {
 		return nil, err
 	}
-	current.Store(certSrc)
+	// Certificates go last among the checks: they are swapped in place.
+	if err := cs.reload(old, n); err != nil {
+		return nil, err
+	}
 	global, perUser, _ := n.policies()
 	srv.SetPolicy(global, perUser)
 	srv.SetUsers(users)
 	zerolog.SetGlobalLevel(mustLevel(n.logLevel))
+	changed := old.changed(n)
+	var restart []string
+	for _, name := range changed {
+		if !live[name] {
+			restart = append(restart, name)
+		}
+	}
 	ev := log.Info().Strs("changed", changed)
 	if len(restart) > 0 {
 		ev = ev.Strs("needs_restart", restart)
@@ -204,39 +240,6 @@ func loadUsers(path string) (*proxy.Users, error) {
 		return nil, fmt.Errorf("--auth-file: %w", err)
 	}
 	return u, nil
-}
-
-// loadCertificates returns the TLS config serving the proxy's certificate:
-// static files when --cert/--key are given, else the local CA.
-func loadCertificates(o *options) (*tls.Config, *certs.LocalCA, error) {
-	if o.certFile != "" {
-		cfg, err := certs.Files(o.certFile, o.keyFile)
-		return cfg, nil, err
-	}
-	ca, err := certs.LoadOrCreateCA(o.dataDir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--data-dir: %w", err)
-	}
-	cfg, err := ca.TLSConfig(localNames())
-	return cfg, ca, err
-}
-
-// certExpiry reports when the certificate served for localhost expires.
-func certExpiry(cfg *tls.Config) time.Time {
-	var cert *tls.Certificate
-	if cfg.GetCertificate != nil {
-		cert, _ = cfg.GetCertificate(&tls.ClientHelloInfo{ServerName: "localhost"})
-	} else if len(cfg.Certificates) > 0 {
-		cert = &cfg.Certificates[0]
-	}
-	if cert == nil || len(cert.Certificate) == 0 {
-		return time.Time{}
-	}
-	leaf, err := x509.ParseCertificate(cert.Certificate[0])
-	if err != nil {
-		return time.Time{}
-	}
-	return leaf.NotAfter
 }
 
 func upstreamTLS(caFile string) (*tls.Config, error) {
