@@ -16,9 +16,10 @@ import (
 // and nothing is sent to it, whatever DNS answered earlier (no rebinding
 // window between check and use).
 type dialer struct {
-	policy  func(context.Context) *Policy
-	self    func(netip.AddrPort) bool // the proxy's own listening addresses
-	timeout time.Duration
+	policy   func(context.Context) *Policy
+	self     func(netip.AddrPort) bool // the proxy's own listening addresses
+	timeout  time.Duration
+	resolver *net.Resolver
 }
 
 func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -27,6 +28,7 @@ func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	nd := net.Dialer{
 		Timeout:   d.timeout,
 		KeepAlive: 30 * time.Second,
+		Resolver:  d.resolver,
 		Control: func(_, address string, _ syscall.RawConn) error {
 			ap, err := netip.ParseAddrPort(address)
 			if err != nil {

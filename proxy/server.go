@@ -33,6 +33,8 @@ type Config struct {
 	UpstreamTLS *tls.Config
 	// DialTimeout bounds DNS lookup plus connect to a target. Default 10s.
 	DialTimeout time.Duration
+	// Resolver looks up destination names. Default: the system's.
+	Resolver *net.Resolver
 	// TunnelIdleTimeout closes tunnels that carried nothing either way for
 	// this long. Default 0: tunnels live as long as both ends keep them.
 	TunnelIdleTimeout time.Duration
@@ -137,7 +139,7 @@ func New(cfg Config) (*Server, error) {
 		own:       ownNames{ports: map[string]bool{}, hosts: map[string]bool{"localhost": true}},
 		id:        instanceID(),
 	}
-	s.dialer = &dialer{policy: s.policyFrom, self: s.own.self, timeout: cfg.DialTimeout}
+	s.dialer = &dialer{policy: s.policyFrom, self: s.own.self, timeout: cfg.DialTimeout, resolver: cfg.Resolver}
 	s.SetPolicy(cfg.Policy, cfg.UserPolicies)
 	s.auth = newAuthenticator()
 	s.SetUsers(cfg.Users)

@@ -54,6 +54,7 @@ type options struct {
 	dialTimeout         time.Duration
 	maxHeaderBytes      int
 	maxStreams          int
+	dnsServer           string
 
 	// users holds per-user destination policies, from the config file's
 	// "users" key (structured, so it has no flag).
@@ -102,6 +103,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "time allowed for the TLS handshake and a request head (slowloris guard)")
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", 10*time.Second, "time allowed for DNS and connecting to a destination (504 past it)")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request head accepted (HTTP/1.1 head, HTTP/2 header list)")
+	fs.StringVar(&o.dnsServer, "dns-server", "", "resolve destinations with this DNS server (HOST:PORT) instead of the system's")
 	fs.IntVar(&o.maxStreams, "max-concurrent-streams", 250, "concurrent streams (tunnels) per HTTP/2 connection")
 	return fs
 }
@@ -208,7 +210,7 @@ func (o *options) check() error {
 	if len(o.domains) > 0 && o.certFile != "" {
 		return errors.New("--domain (ACME) and --cert/--key are two certificate sources: give one")
 	}
-	for name, addr := range map[string]string{"listen": o.listen, "plain-listen": o.plainListen, "admin-listen": o.adminListen} {
+	for name, addr := range map[string]string{"listen": o.listen, "plain-listen": o.plainListen, "admin-listen": o.adminListen, "dns-server": o.dnsServer} {
 		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
 			return fmt.Errorf("--%s %q: want HOST:PORT or :PORT", name, addr)
 		}

@@ -155,6 +155,9 @@ func newServer(o *options, cs *certificates, log zerolog.Logger) (*proxy.Server,
 	if cs.acme != nil {
 		cfg.HTTPChallenge = cs.acme.HTTPChallengeHandler
 	}
+	if o.dnsServer != "" {
+		cfg.Resolver = dnsResolver(o.dnsServer)
+	}
 	cfg.Policy, cfg.UserPolicies, _ = o.policies() // checked by parseOptions
 	var err error
 	if cfg.Users, err = loadUsers(o.authFile); err != nil {
@@ -228,6 +231,18 @@ func reload(args []string, old *options, srv *proxy.Server, cs *certificates, lo
 func mustLevel(s string) zerolog.Level {
 	l, _ := zerolog.ParseLevel(s)
 	return l
+}
+
+// dnsResolver sends every lookup to server (Go's own resolver, so the
+// system's configuration is bypassed entirely).
+func dnsResolver(server string) *net.Resolver {
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		},
+	}
 }
 
 // loadUsers reads the htpasswd file; no file means no authentication.
