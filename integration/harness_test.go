@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -22,6 +23,7 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
+	reexecWithExtendedConnect()
 	dir, err := os.MkdirTemp("", "h2proxy-it-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -48,6 +50,22 @@ func TestMain(m *testing.M) {
 	}
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// reexecWithExtendedConnect restarts the test binary with
+// GODEBUG=http2xconnect=1, so that the HTTP/2 origins the tests run with
+// Go's servers advertise SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3):
+// Go reads that switch only at process start.
+func reexecWithExtendedConnect() {
+	const want = "http2xconnect=1"
+	cur := os.Getenv("GODEBUG")
+	if strings.Contains(cur, want) {
+		return
+	}
+	env := append(os.Environ(), "GODEBUG="+strings.TrimPrefix(cur+","+want, ","))
+	if err := syscall.Exec("/proc/self/exe", os.Args, env); err != nil {
+		fmt.Fprintln(os.Stderr, "re-exec with", want, "failed:", err)
+	}
 }
 
 // Proxy is a running h2proxy process.

@@ -3,15 +3,11 @@ package proxy
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/h2proxy/h2proxy/h1"
-	"github.com/h2proxy/h2proxy/tunnel"
 )
 
 type forwardKey struct{}
@@ -129,10 +125,6 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "forward", authority, start, perr)
 		return
 	}
-	if isWebSocketUpgrade(r.Header) && r.ProtoMajor == 1 {
-		s.serveUpgrade(w, r, scheme, t, start)
-		return
-	}
 	// Only WebSocket upgrades are relayed; any other Upgrade (h2c, TLS)
 	// is dropped rather than passed on (RFC 9110 §7.8).
 	r.Header.Del("Upgrade")
@@ -183,75 +175,6 @@ func stripHopByHop(h http.Header) {
 	for _, name := range hopHeaders {
 		h.Del(name)
 	}
-}
-
-// serveUpgrade relays an HTTP/1.1 WebSocket upgrade (RFC 6455 §4, RFC 9110
-// §7.8): the request goes to the origin on a connection of its own; a 101
-// turns both connections into a tunnel, any other answer is relayed as a
-// plain response and no tunnel is made.
-func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, scheme string, t target, start time.Time) {
-	ctx, done, terr := s.track(r, kindWebSocket)
-	if terr != nil {
-		s.fail(w, r, kindWebSocket, t.authority(), start, terr)
-		return
-	}
-	defer done()
-	var conn net.Conn
-	var err error
-	if scheme == "https" {
-		conn, err = s.dialer.dialTLS(ctx, t, s.cfg.UpstreamTLS, []string{"http/1.1"})
-	} else {
-		conn, err = s.dialer.dial(ctx, t)
-	}
-	if err != nil {
-		s.fail(w, r, "websocket", t.authority(), start, asError(err))
-		return
-	}
-	out := r.Clone(ctx)
-	out.RequestURI = ""
-	out.URL.Scheme, out.URL.Host, out.Host = scheme, t.authority(), t.authority()
-	upgrade := out.Header.Get("Upgrade")
-	stripHopByHop(out.Header)
-	out.Header.Set("Connection", "Upgrade")
-	out.Header.Set("Upgrade", upgrade)
-	out.Header.Add("Via", s.via(r))
-	if out.ContentLength == 0 {
-		out.Body = nil
-	}
-	resp, origin, err := h1.RoundTrip(conn, out)
-	if err != nil {
-		conn.Close()
-		s.fail(w, r, "websocket", t.authority(), start, asError(err))
-		return
-	}
-	if origin == nil {
-		defer conn.Close()
-		s.relayResponse(w, r, resp, t, start)
-		return
-	}
-	resp.Header.Add("Via", s.via(r))
-	client, err := h1.AcceptUpgrade(w, resp)
-	if err != nil {
-		origin.Abort(err)
-		s.access(r, "websocket", t.authority(), resp.StatusCode, 0, 0, start, err)
-		return
-	}
-	st, err := tunnel.Splice(ctx, client, origin, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
-	s.access(r, "websocket", t.authority(), resp.StatusCode, st.Up, st.Down, start, err)
-}
-
-// relayResponse passes a non-101 answer to an upgrade request on as an
-// ordinary response.
-func (s *Server) relayResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, t target, start time.Time) {
-	defer resp.Body.Close()
-	stripHopByHop(resp.Header)
-	for k, v := range resp.Header {
-		w.Header()[k] = v
-	}
-	w.Header().Add("Via", s.via(r))
-	w.WriteHeader(resp.StatusCode)
-	n, err := io.Copy(w, resp.Body)
-	s.access(r, "websocket", t.authority(), resp.StatusCode, 0, n, start, err)
 }
 
 // countingBody counts request body bytes sent upstream.

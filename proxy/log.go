@@ -11,7 +11,8 @@ import (
 // access writes the one log line each request or tunnel gets: who, what,
 // the outcome, bytes each way and how long it took. Credentials are never
 // logged.
-func (s *Server) access(r *http.Request, kind, target string, status int, up, down int64, start time.Time, err error) {
+// extra are further key/value pairs for the line.
+func (s *Server) access(r *http.Request, kind, target string, status int, up, down int64, start time.Time, err error, extra ...string) {
 	level := zerolog.InfoLevel
 	if status >= 500 {
 		level = zerolog.WarnLevel
@@ -28,6 +29,9 @@ func (s *Server) access(r *http.Request, kind, target string, status int, up, do
 		Dur("duration_ms", time.Since(start))
 	if user, _ := r.Context().Value(userKey{}).(string); user != "" {
 		ev = ev.Str("user", user)
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		ev = ev.Str(extra[i], extra[i+1])
 	}
 	if err != nil {
 		ev = ev.AnErr("error", err)

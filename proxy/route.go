@@ -19,6 +19,7 @@ const (
 	kindWebSocket = "websocket" // extended CONNECT, or an HTTP/1.1 Upgrade
 	kindForward   = "forward"   // a request for an http:// or https:// URL
 	kindLocal     = "local"     // a request to the proxy itself
+	kindRoute     = "route"     // a request for a route's host (gateway mode)
 )
 
 // ServeHTTP routes one request.
@@ -26,6 +27,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 2 {
 		s.metrics.h2Streams.Inc()
 		defer s.metrics.h2Streams.Dec()
+	}
+	if rt, ok := s.routeFor(r); ok && !(r.Method == http.MethodConnect && h2.Protocol(r) == "") {
+		s.serveRoute(w, r, rt)
+		return
 	}
 	kind := s.kindOf(r)
 	if kind == kindLocal {
@@ -38,11 +43,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch kind {
 	case kindWebSocket:
-		if r.Method == http.MethodConnect {
-			s.serveExtendedConnect(w, r)
-			return
-		}
-		s.serveForward(w, r)
+		s.serveProxyWebSocket(w, r)
 	case kindTunnel:
 		s.serveConnect(w, r)
 	default:

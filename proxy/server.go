@@ -6,10 +6,11 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,8 +60,11 @@ type Config struct {
 	// other addresses are closed. Default off.
 	ProxyProtocol bool
 	// TrustedProxies are the CIDRs (or single addresses) of load
-	// balancers allowed to send PROXY headers.
+	// balancers allowed to send PROXY headers, and whose X-Forwarded-*
+	// and Forwarded fields routes pass on.
 	TrustedProxies []string
+	// Routes make h2proxy the origin for their hosts (gateway mode).
+	Routes []Route
 	// Users, when set, must authenticate with Proxy-Authorization: Basic.
 	// Default nil: no authentication.
 	Users *Users
@@ -97,6 +101,12 @@ type Server struct {
 	policies atomic.Pointer[policySet]
 	fwds     sync.Map // *Policy -> *forwarder, one connection pool per policy
 	auth     *authenticator
+	origins  originProtocols // which WebSocket handshake each origin takes
+	routes   atomic.Pointer[map[string]Route]
+	gateway  http.Handler
+	// trustedNets are TrustedProxies parsed: PROXY protocol senders, and
+	// clients whose X-Forwarded-* fields routes keep.
+	trustedNets []netip.Prefix
 
 	mu        sync.Mutex
 	tunnels   map[*activeTunnel]struct{}
@@ -143,6 +153,18 @@ func New(cfg Config) (*Server, error) {
 	s.SetPolicy(cfg.Policy, cfg.UserPolicies)
 	s.auth = newAuthenticator()
 	s.SetUsers(cfg.Users)
+	s.SetRoutes(cfg.Routes)
+	for _, c := range cfg.TrustedProxies {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			ip, err2 := netip.ParseAddr(c)
+			if err2 != nil {
+				return nil, fmt.Errorf("trusted proxy %q: %w", c, err)
+			}
+			p = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		s.trustedNets = append(s.trustedNets, p.Masked())
+	}
 	for _, n := range cfg.Names {
 		s.own.hosts[strings.ToLower(strings.TrimSuffix(n, "."))] = true
 	}
@@ -160,6 +182,7 @@ func New(cfg Config) (*Server, error) {
 		// No ReadTimeout/WriteTimeout: they would cut long-lived tunnels.
 	}
 	h2.Configure(s.hs, cfg.HTTP2)
+	s.gateway = s.newGateway()
 	return s, nil
 }
 
@@ -335,14 +358,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 var errShutdown = errors.New("proxy shutting down")
-
-func (s *Server) serveExtendedConnect(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	e := &Error{Status: http.StatusNotImplemented, Type: "http_request_error",
-		Detail: "extended CONNECT :protocol " + strconv.Quote(h2.Protocol(r)) + " is not supported yet"}
-	s.refuse(w, r, e)
-	s.access(r, "websocket", r.Host, e.Status, 0, 0, start, e)
-}
 
 // instanceID is a random name for this process, so that it recognises its
 // own Via entries.

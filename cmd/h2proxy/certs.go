@@ -83,7 +83,7 @@ func loadCertificates(ctx context.Context, o *options, tlsAddr, httpAddr string,
 		if err != nil {
 			return nil, fmt.Errorf("--data-dir: %w", err)
 		}
-		cfg, err := ca.TLSConfig(localNames())
+		cfg, err := ca.TLSConfig(append(localNames(), o.routeHosts()...))
 		if err != nil {
 			return nil, err
 		}

@@ -40,6 +40,7 @@ type options struct {
 	drainTimeout   time.Duration
 
 	domains   stringList
+	routes    stringList
 	acmeEmail string
 	acmeCA    string
 
@@ -90,6 +91,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", "", "json or console (default: console on a terminal, else json)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open requests and tunnels may finish")
+	fs.Var(&o.routes, "route", "HOST=URL: serve requests for HOST from the backend URL, WebSockets included (gateway mode; repeatable)")
 	fs.Var(&o.domains, "domain", "get a certificate for this name by ACME (repeatable); challenges are answered on --listen (TLS-ALPN-01) and --plain-listen (HTTP-01)")
 	fs.StringVar(&o.acmeEmail, "acme-email", "", "contact address for the ACME account")
 	fs.StringVar(&o.acmeCA, "acme-ca", certs.LetsEncryptProduction, "ACME directory URL (default: Let's Encrypt production)")
@@ -240,7 +242,32 @@ func (o *options) check() error {
 	if _, _, err := o.policies(); err != nil {
 		return err
 	}
+	if _, err := o.parsedRoutes(); err != nil {
+		return err
+	}
 	return nil
+}
+
+func (o *options) parsedRoutes() ([]proxy.Route, error) {
+	var routes []proxy.Route
+	for _, r := range o.routes {
+		rt, err := proxy.ParseRoute(r)
+		if err != nil {
+			return nil, fmt.Errorf("--route: %w", err)
+		}
+		routes = append(routes, rt)
+	}
+	return routes, nil
+}
+
+// routeHosts are the route host names, which the certificate must cover.
+func (o *options) routeHosts() []string {
+	routes, _ := o.parsedRoutes()
+	var hosts []string
+	for _, r := range routes {
+		hosts = append(hosts, r.Host)
+	}
+	return hosts
 }
 
 // policies builds the global and per-user destination policies.

@@ -24,7 +24,7 @@ import (
 )
 
 // live are the settings a SIGHUP reload applies without a restart.
-var live = map[string]bool{"allow-private": true, "allow-ports": true, "allow-dest": true, "deny-dest": true,
+var live = map[string]bool{"route": true, "allow-private": true, "allow-ports": true, "allow-dest": true, "deny-dest": true,
 	"users": true, "auth-file": true, "cert": true, "key": true, "log-level": true, "drain-timeout": true}
 
 // listeners are the bound sockets, opened before anything else so that
@@ -152,6 +152,7 @@ func newServer(o *options, cs *certificates, log zerolog.Logger) (*proxy.Server,
 		HTTP2:               h2.Config{MaxConcurrentStreams: o.maxStreams},
 		Names:               o.domains,
 	}
+	cfg.Routes, _ = o.parsedRoutes() // checked by parseOptions
 	if cs.acme != nil {
 		cfg.HTTPChallenge = cs.acme.HTTPChallengeHandler
 	}
@@ -211,6 +212,8 @@ func reload(args []string, old *options, srv *proxy.Server, cs *certificates, lo
 	}
 	global, perUser, _ := n.policies()
 	srv.SetPolicy(global, perUser)
+	routes, _ := n.parsedRoutes()
+	srv.SetRoutes(routes)
 	srv.SetUsers(users)
 	zerolog.SetGlobalLevel(mustLevel(n.logLevel))
 	changed := old.changed(n)
