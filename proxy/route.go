@@ -71,6 +71,12 @@ func (s *Server) kindOf(r *http.Request) string {
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, kind string) (*http.Request, bool) {
 	start := time.Now()
 	target := requestTarget(r)
+	if h := r.Header.Get("Host"); r.ProtoMajor == 2 && h != "" && !strings.EqualFold(h, r.Host) {
+		// RFC 9113 §8.3.1: a Host field must agree with :authority; one
+		// that does not is an attempt to have two targets read differently.
+		s.fail(w, r, kind, target, start, errBadRequest("Host field conflicts with :authority"))
+		return nil, false
+	}
 	if s.looped(r) {
 		s.fail(w, r, kind, target, start, &Error{Status: http.StatusLoopDetected, Type: "proxy_loop_detected", Detail: "request already passed this proxy (Via)"})
 		return nil, false
