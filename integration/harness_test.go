@@ -178,6 +178,9 @@ func (p *Proxy) TLSConfig(alpn ...string) *tls.Config {
 	return &tls.Config{RootCAs: p.Roots, ServerName: "127.0.0.1", NextProtos: alpn}
 }
 
+// PID is the proxy's process id (for CPU and memory readings).
+func (p *Proxy) PID() int { return p.cmd.Process.Pid }
+
 // Signal sends sig to the proxy process.
 func (p *Proxy) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
