@@ -24,7 +24,10 @@ type dialer struct {
 
 func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	policy := d.policy(ctx)
-	name, _, _ := net.SplitHostPort(addr)
+	name, port, _ := net.SplitHostPort(addr)
+	if isLocalhost(name) {
+		addr = net.JoinHostPort(loopback.String(), port) // RFC 6761 §6.3: no lookup
+	}
 	nd := net.Dialer{
 		Timeout:   d.timeout,
 		KeepAlive: 30 * time.Second,

@@ -149,6 +149,9 @@ func (p *Policy) precheck(t target) *Error {
 	if t.ip.IsValid() {
 		return p.checkIP(t.ip, "")
 	}
+	if isLocalhost(t.host) {
+		return p.checkIP(loopback, t.host)
+	}
 	if p.Deny.matchName(t.host) {
 		return errDenied("destination_ip_prohibited", t.host+" is denied by policy")
 	}
@@ -211,6 +214,15 @@ var embeds4 = []netip.Prefix{
 	netip.MustParsePrefix("::/96"),          // IPv4-compatible, deprecated
 	netip.MustParsePrefix("64:ff9b::/96"),   // NAT64 well-known (RFC 6052)
 	netip.MustParsePrefix("64:ff9b:1::/48"), // NAT64 local use (RFC 8215)
+}
+
+var loopback = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+
+// isLocalhost reports the names that are loopback by definition (RFC 6761
+// §6.3): they are judged as 127.0.0.1 and never looked up.
+func isLocalhost(name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	return name == "localhost" || strings.HasSuffix(name, ".localhost")
 }
 
 var sixToFour = netip.MustParsePrefix("2002::/16") // 6to4 (RFC 3056), IPv4 in bits 16-48

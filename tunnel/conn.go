@@ -93,10 +93,14 @@ func (c *netConn) CloseWrite() error {
 }
 
 // Abort resets the TCP connection (SO_LINGER 0 sends RST instead of FIN), so
-// that the peer learns that the tunnel failed rather than ended.
+// that the peer learns that the tunnel failed rather than ended. Over TLS
+// the TCP socket is closed directly: tls.Conn.Close would first send a
+// close_notify, which the peer would read as a clean end.
 func (c *netConn) Abort(error) {
 	if tcp := c.tcp(); tcp != nil {
 		_ = tcp.SetLinger(0)
+		_ = tcp.Close()
+		return
 	}
 	_ = c.Conn.Close()
 }
