@@ -1,0 +1,292 @@
+package integration
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Benchmarks of the proxy's data path (issue 3). Run them with
+//
+//	go test -run '^$' -bench . -benchtime 4x ./integration/
+//
+// Each throughput benchmark moves benchBytes per operation, upload (client
+// to target) and download separately, and reports MB/s plus the proxy's
+// CPU time per GiB (read from /proc for the proxy process). The clients
+// speak TLS end to end with the target through the tunnel, as browsers
+// do, so "direct" (no proxy) is the ceiling.
+
+const benchBytes = 64 << 20
+
+// benchTarget serves raw TLS: a connection whose first byte is 'u' is
+// drained (upload), 'd' gets benchBytes (download).
+func benchTarget(b *testing.B) (addr string, cfg *tls.Config) {
+	ca := newTestCA(b)
+	cert := ca.issue(b)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	b.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				var op [1]byte
+				if _, err := io.ReadFull(c, op[:]); err != nil {
+					return
+				}
+				if op[0] == 'u' {
+					n, _ := io.Copy(io.Discard, c)
+					fmt.Fprintf(c, "%d", n)
+					return
+				}
+				io.Copy(c, io.LimitReader(zeros{}, benchBytes))
+			}()
+		}
+	}()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	return ln.Addr().String(), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// transfer runs one upload or download over an established path to the
+// target and checks the byte count.
+func transfer(b *testing.B, raw net.Conn, cfg *tls.Config, upload bool) {
+	c := tls.Client(raw, cfg)
+	defer c.Close()
+	if upload {
+		c.Write([]byte{'u'})
+		if _, err := io.Copy(c, io.LimitReader(zeros{}, benchBytes)); err != nil {
+			b.Fatal(err)
+		}
+		c.CloseWrite()
+		got, _ := io.ReadAll(c)
+		if string(got) != strconv.Itoa(benchBytes) {
+			b.Fatalf("target got %s bytes", got)
+		}
+		return
+	}
+	c.Write([]byte{'d'})
+	n, err := io.Copy(io.Discard, c)
+	if err != nil || n != benchBytes {
+		b.Fatalf("downloaded %d bytes: %v", n, err)
+	}
+}
+
+// cpuSeconds is the user+system CPU time of process pid.
+func cpuSeconds(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// rssBytes is the resident memory of process pid.
+func rssBytes(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.Fields(rest)[0], 64)
+			return kb * 1024
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+// path opens a byte stream to the target: directly or through the proxy.
+type path func(b *testing.B) net.Conn
+
+func BenchmarkThroughput(b *testing.B) {
+	target, cfg := benchTarget(b)
+	p := StartProxy(b, "--allow-private", "--plain-listen", "127.0.0.1:0")
+	plain := logAddr(b, p, "listening (cleartext)")
+	paths := []struct {
+		name    string
+		streams int
+		open    path
+	}{
+		{"direct-tls", 1, func(b *testing.B) net.Conn {
+			c, err := net.Dial("tcp", target)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return c
+		}},
+		{"h1-connect-tls", 1, func(b *testing.B) net.Conn {
+			c, resp := h1Connect(b, p, target, nil)
+			if resp.StatusCode != 200 {
+				b.Fatalf("CONNECT %d", resp.StatusCode)
+			}
+			return bufConn{c.Conn, c.br}
+		}},
+		{"h1-connect-plain", 1, func(b *testing.B) net.Conn { return plainConnect(b, plain, target) }},
+		{"h2-connect-1", 1, nil},
+		{"h2-connect-16", 16, nil},
+	}
+	for _, pt := range paths {
+		for _, upload := range []bool{true, false} {
+			dir := "download"
+			if upload {
+				dir = "upload"
+			}
+			b.Run(pt.name+"/"+dir, func(b *testing.B) {
+				open := pt.open
+				if open == nil {
+					cc := dialH2(b, p)
+					ctx := testContext(b, 10*time.Minute)
+					open = func(b *testing.B) net.Conn {
+						return h2StreamConn{mustH2Connect(b, ctx, cc, target)}
+					}
+				}
+				b.SetBytes(int64(benchBytes * pt.streams))
+				cpu0 := cpuSeconds(b, p.PID())
+				b.ResetTimer()
+				for range b.N {
+					var wg sync.WaitGroup
+					for range pt.streams {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							transfer(b, open(b), cfg, upload)
+						}()
+					}
+					wg.Wait()
+				}
+				b.StopTimer()
+				gib := float64(b.N*pt.streams*benchBytes) / (1 << 30)
+				if pt.name != "direct-tls" {
+					b.ReportMetric((cpuSeconds(b, p.PID())-cpu0)/gib, "proxy-cpu-s/GiB")
+				}
+			})
+		}
+	}
+}
+
+// bufConn reads through the buffer that read the CONNECT response.
+type bufConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// h2StreamConn makes a CONNECT stream usable where tls.Client wants a
+// net.Conn; deadlines are not needed by the benchmark.
+type h2StreamConn struct{ *h2Tunnel }
+
+func (h2StreamConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (h2StreamConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (h2StreamConn) SetDeadline(time.Time) error      { return nil }
+func (h2StreamConn) SetReadDeadline(time.Time) error  { return nil }
+func (h2StreamConn) SetWriteDeadline(time.Time) error { return nil }
+func (c h2StreamConn) Close() error                   { c.closeWrite(); return c.resp.Body.Close() }
+func (c h2StreamConn) CloseWrite() error              { c.closeWrite(); return nil }
+func (c h2StreamConn) Write(p []byte) (int, error)    { return c.h2Tunnel.Write(p) }
+func (c h2StreamConn) Read(p []byte) (int, error)     { return c.h2Tunnel.Read(p) }
+
+// plainConnect opens an HTTP/1.1 CONNECT tunnel on the cleartext
+// listener, where the proxy joins two TCP sockets (kernel splice path).
+func plainConnect(b *testing.B, plain, target string) net.Conn {
+	c, err := net.Dial("tcp", plain)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Fprint(c, connectRequest(target))
+	// The response head is exactly this line and a blank line.
+	want := "HTTP/1.1 200 Connection established\r\n\r\n"
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		b.Fatalf("CONNECT on the cleartext listener: %q %v", got, err)
+	}
+	return c
+}
+
+// BenchmarkIdleTunnelMemory opens 1,000 idle tunnels and reports the
+// proxy's resident memory per tunnel.
+func BenchmarkIdleTunnelMemory(b *testing.B) {
+	const n = 1000
+	for _, kind := range []string{"h2", "h1-tls"} {
+		b.Run(kind, func(b *testing.B) {
+			echo := startTarget(b, echoConn)
+			p := StartProxy(b, "--allow-private", "--max-concurrent-streams", "2000")
+			for range b.N {
+				before := rssBytes(b, p.PID())
+				var conns []io.ReadWriter
+				if kind == "h2" {
+					cc := dialH2(b, p)
+					ctx := testContext(b, 5*time.Minute)
+					for range n {
+						conns = append(conns, mustH2Connect(b, ctx, cc, echo.Addr()))
+					}
+				} else {
+					for range n {
+						c, resp := h1Connect(b, p, echo.Addr(), nil)
+						if resp.StatusCode != 200 {
+							b.Fatalf("CONNECT %d", resp.StatusCode)
+						}
+						conns = append(conns, c)
+					}
+				}
+				// One round trip on each, so every tunnel has carried data
+				// (and touched whatever buffers it uses) before going idle.
+				for _, c := range conns {
+					c.Write([]byte("x"))
+					readFull(b, c, 1)
+				}
+				b.ReportMetric((rssBytes(b, p.PID())-before)/n, "B/idle-tunnel")
+			}
+		})
+	}
+}
+
+// BenchmarkNewTunnelLatency measures CONNECT to first echoed byte on an
+// open HTTP/2 connection, 100 tunnels per operation, one after the other.
+func BenchmarkNewTunnelLatency(b *testing.B) {
+	echo := startTarget(b, echoConn)
+	p := StartProxy(b, "--allow-private")
+	cc := dialH2(b, p)
+	ctx := testContext(b, 5*time.Minute)
+	var lat []time.Duration
+	for range b.N * 100 {
+		t0 := time.Now()
+		s := mustH2Connect(b, ctx, cc, echo.Addr())
+		s.Write([]byte("x"))
+		readFull(b, s, 1)
+		lat = append(lat, time.Since(t0))
+		s.closeWrite()
+		io.Copy(io.Discard, s)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+}
