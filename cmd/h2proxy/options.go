@@ -94,7 +94,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.Var(&o.routes, "route", "HOST=URL: serve requests for HOST from the backend URL, WebSockets included (gateway mode; repeatable)")
 	fs.Var(&o.domains, "domain", "get a certificate for this name by ACME (repeatable); challenges are answered on --listen (TLS-ALPN-01) and --plain-listen (HTTP-01)")
 	fs.StringVar(&o.acmeEmail, "acme-email", "", "contact address for the ACME account")
-	fs.StringVar(&o.acmeCA, "acme-ca", certs.LetsEncryptProduction, "ACME directory URL (default: Let's Encrypt production)")
+	fs.StringVar(&o.acmeCA, "acme-ca", certs.LetsEncryptProduction, "ACME directory URL")
 	fs.StringVar(&o.authFile, "auth-file", "", "htpasswd file (bcrypt entries) of proxy users; reloaded when it changes; off when empty")
 	fs.BoolVar(&o.probeResistance, "probe-resistance", false, "answer unauthenticated proxy requests like a plain web server instead of 407 (needs --auth-file)")
 	fs.StringVar(&o.probeDomain, "probe-domain", "", "with --probe-resistance: a secret host name whose requests get the 407 that lets browsers log in")
