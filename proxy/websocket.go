@@ -38,10 +38,6 @@ type wsOrigin struct {
 	proto  string         // "h1" (Upgrade) or "h2" (RFC 8441), for the log
 }
 
-// errNoExtendedConnect means the origin cannot take RFC 8441 (no h2, or
-// no SETTINGS_ENABLE_CONNECT_PROTOCOL): use HTTP/1.1 Upgrade.
-var errNoExtendedConnect = errors.New("origin does not take extended CONNECT")
-
 // originProtocols remembers per origin which handshake it takes, so that
 // discovery costs one attempt per origin and ten minutes.
 type originProtocols struct {
@@ -82,15 +78,20 @@ func (s *Server) openWebSocket(ctx context.Context, wt wsTarget, offer ws.Offer)
 	h2ok, known := s.origins.get(wt.key())
 	if h2ok || !known {
 		o, err := s.openWebSocketH2(ctx, wt, offer)
-		if !errors.Is(err, errNoExtendedConnect) {
+		if !errors.Is(err, h2.ErrNoExtendedConnect) {
 			if err == nil {
 				s.origins.put(wt.key(), true)
 			}
 			return o, err
 		}
+	}
+	o, err := s.openWebSocketH1(ctx, wt, offer)
+	if err == nil {
+		// Remembered only once HTTP/1.1 has worked, so that one failed
+		// attempt at HTTP/2 cannot pin an origin to the wrong protocol.
 		s.origins.put(wt.key(), false)
 	}
-	return s.openWebSocketH1(ctx, wt, offer)
+	return o, err
 }
 
 // h2cProbeTimeout bounds trying h2 with prior knowledge on a cleartext
@@ -100,7 +101,6 @@ const h2cProbeTimeout = 2 * time.Second
 func (s *Server) openWebSocketH2(ctx context.Context, wt wsTarget, offer ws.Offer) (*wsOrigin, error) {
 	var conn net.Conn
 	var err error
-	hctx := ctx
 	if wt.scheme == "https" {
 		tc, err := s.dialer.dialTLS(ctx, wt.t, s.cfg.UpstreamTLS, []string{"h2", "http/1.1"})
 		if err != nil {
@@ -108,27 +108,19 @@ func (s *Server) openWebSocketH2(ctx context.Context, wt wsTarget, offer ws.Offe
 		}
 		if tc.ConnectionState().NegotiatedProtocol != "h2" {
 			tc.Close()
-			return nil, errNoExtendedConnect
+			return nil, h2.ErrNoExtendedConnect
 		}
 		conn = tc
-	} else {
-		if conn, err = s.dialer.dial(ctx, wt.t); err != nil {
-			return nil, err
-		}
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithTimeout(ctx, h2cProbeTimeout)
-		defer cancel()
+	} else if conn, err = s.dialer.dial(ctx, wt.t); err != nil {
+		return nil, err
 	}
 	u := &url.URL{Scheme: wt.scheme, Host: wt.t.authority(), Opaque: wt.path}
 	hdr := offer.ConnectHeader()
 	copyHeader(hdr, wt.extra)
-	resp, stream, err := h2.ExtendedConnect(hctx, conn, u, hdr)
+	resp, stream, err := h2.ExtendedConnect(ctx, conn, u, hdr, h2cProbeTimeout)
 	if err != nil {
 		conn.Close()
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		return nil, errNoExtendedConnect
+		return nil, err
 	}
 	if stream == nil {
 		return &wsOrigin{resp: resp, close: func() { conn.Close() }, proto: "h2"}, nil
@@ -163,7 +155,13 @@ func (s *Server) openWebSocketH1(ctx context.Context, wt wsTarget, offer ws.Offe
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: offer.UpgradeHeader(key),
 	}
 	copyHeader(req.Header, wt.extra)
+	// A client that goes away (or the handshake deadline) must free the
+	// origin connection even when the origin never answers.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	resp, stream, err := h1.RoundTrip(conn, req)
+	if !stop() {
+		err = errors.Join(ctx.Err(), err)
+	}
 	if err != nil {
 		conn.Close()
 		return nil, err
