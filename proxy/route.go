@@ -161,9 +161,12 @@ func (s *Server) isProxyRequest(r *http.Request) bool {
 // like any small web server's: no proxy headers.
 func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	// Read what the client sent before answering, as a web server would,
-	// so that its body frames never meet a closed stream.
-	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+	// Read a (small) request body before answering, as a web server
+	// would, so that its frames never meet a closed stream. A CONNECT's
+	// body is a tunnel that never ends: leave it.
+	if r.Method != http.MethodConnect {
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+	}
 	status := http.StatusOK
 	switch {
 	case r.URL.Path != "/":

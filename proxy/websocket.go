@@ -199,6 +199,11 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, wt wsTar
 		return
 	}
 	defer done()
+	wt.extra = wt.extra.Clone()
+	if wt.extra == nil {
+		wt.extra = http.Header{}
+	}
+	wt.extra.Add("Via", s.via(r)) // RFC 9110 §7.6.3, on the origin's handshake too
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout+h2cProbeTimeout)
 	origin, err := s.openWebSocket(dctx, wt, offer)
 	cancel()
