@@ -1,7 +1,17 @@
-// Package h2 owns HTTP/2 specifics of the proxy front end: the server's
-// HTTP/2 settings and the adapter that turns a CONNECT stream into a
-// tunnel.Conn (RFC 9113 §8.5, RFC 8441).
+// Package h2 is h2proxy's HTTP/2 front end: a native server engine
+// (RFC 9113, RFC 8441) built on golang.org/x/net/http2's Framer and hpack.
 //
-// Everything that knows how the HTTP/2 server is implemented stays in this
-// package, so that proxy sees only an http.Handler, Accept and Configure.
+// Server.ServeConn runs one connection: a reader goroutine that applies
+// every frame under the connection's lock (stream state machine, flow
+// control, request validation), a writer goroutine that batches control
+// frames and one frame per ready stream in round-robin order, and one
+// goroutine per request stream that calls the http.Handler. A CONNECT
+// stream becomes a tunnel.Conn through Accept: DATA both ways, END_STREAM
+// as a clean half-close, RST_STREAM with CONNECT_ERROR or CANCEL as
+// failure (RFC 9113 §8.5).
+//
+// Configure installs the engine into an http.Server for TLS ("h2" by ALPN)
+// and cleartext prior-knowledge connections. Everything that knows how the
+// HTTP/2 server is implemented stays in this package, so that proxy sees
+// only an http.Handler, Accept and Configure.
 package h2

@@ -18,39 +18,46 @@ import (
 
 // HTTP/2 conformance of the front end.
 
-// h2specMinPassed is the h2spec score (of 145) below which the test fails.
-// 141 is what net/http's HTTP/2 server scores; raise it to 145 once the
-// native engine replaces it.
-const h2specMinPassed = 141
+// The native HTTP/2 engine passes every h2spec case: 145/145, and 146/146
+// in strict mode (-S). Any regression fails the test. (net/http's HTTP/2
+// server scores 141/145.)
 
 const h2specInstall = "go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible"
 
 var h2specSummary = regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed`)
 
 // TestH2Spec runs h2spec v2.2.1 (every test, TLS, certificate not
-// verified) against the proxy and fails below h2specMinPassed.
+// verified) against the proxy, normal and strict, and fails unless every
+// case passes.
 func TestH2Spec(t *testing.T) {
 	bin := requireTool(t, "h2spec", h2specInstall, goBin(t, "h2spec"))
 	p := StartProxy(t)
 	_, port, _ := net.SplitHostPort(p.Addr)
-
-	// h2spec takes about 11-25 s; -o 5 bounds each of its waits.
-	cmd := exec.CommandContext(testContext(t, 3*time.Minute), bin, "-t", "-k", "-h", "127.0.0.1", "-p", port, "-o", "5")
-	out, err := cmd.CombinedOutput() // exits 1 when any case fails
-	m := h2specSummary.FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("h2spec printed no summary (%v):\n%s", err, out)
-	}
-	total, _ := strconv.Atoi(string(m[1]))
-	passed, _ := strconv.Atoi(string(m[2]))
-	score := fmt.Sprintf("h2spec score: %d/%d passed (%s skipped, %s failed); minimum %d", passed, total, m[3], m[4], h2specMinPassed)
-	t.Log(score)
-	fmt.Println(score) // for CI logs: shown with go test -v
-	if failures := h2specFailures(out); failures != "" {
-		t.Logf("h2spec failures:\n%s", failures)
-	}
-	if passed < h2specMinPassed {
-		t.Errorf("%s: below the minimum", score)
+	for _, mode := range []struct {
+		name string
+		args []string
+		want int
+	}{{"normal", nil, 145}, {"strict", []string{"-S"}, 146}} {
+		t.Run(mode.name, func(t *testing.T) {
+			// h2spec takes about 11 s; -o 5 bounds each of its waits.
+			args := append([]string{"-t", "-k", "-h", "127.0.0.1", "-p", port, "-o", "5"}, mode.args...)
+			out, err := exec.CommandContext(testContext(t, 3*time.Minute), bin, args...).CombinedOutput() // exits 1 when any case fails
+			m := h2specSummary.FindSubmatch(out)
+			if m == nil {
+				t.Fatalf("h2spec printed no summary (%v):\n%s", err, out)
+			}
+			total, _ := strconv.Atoi(string(m[1]))
+			passed, _ := strconv.Atoi(string(m[2]))
+			score := fmt.Sprintf("h2spec %s score: %d/%d passed (%s skipped, %s failed)", mode.name, passed, total, m[3], m[4])
+			t.Log(score)
+			fmt.Println(score) // for CI logs
+			if failures := h2specFailures(out); failures != "" {
+				t.Logf("h2spec failures:\n%s", failures)
+			}
+			if total != mode.want || passed != mode.want {
+				t.Errorf("%s: want %d/%d", score, mode.want, mode.want)
+			}
+		})
 	}
 }
 

@@ -311,20 +311,11 @@ func expectClosedWithin(t testing.TB, c net.Conn, d time.Duration) {
 	t.Logf("target saw the close after %v (err %v)", time.Since(start).Round(time.Millisecond), err)
 }
 
-// h2TargetHalfCloseWorks enables TestH2ConnectHalfCloseTargetFirst. With
-// net/http's HTTP/2 server a handler cannot send END_STREAM and keep
-// reading, so a target's FIN also ends the client-to-target direction.
-// Set it to true when the native HTTP/2 engine serves the front end.
-const h2TargetHalfCloseWorks = false
-
 // TestH2ConnectHalfCloseTargetFirst: the target's FIN becomes END_STREAM
 // while the client's direction stays open (RFC 9113 §8.5: a TCP FIN is
 // carried as END_STREAM, each direction on its own). Go's HTTP/2 client
 // stops sending once the server ends the stream, so this uses raw frames.
 func TestH2ConnectHalfCloseTargetFirst(t *testing.T) {
-	if !h2TargetHalfCloseWorks {
-		t.Skip("net/http's HTTP/2 server cannot half-close a stream from the server side; enable with h2TargetHalfCloseWorks")
-	}
 	p := StartProxy(t, "--allow-private")
 	tg := startTarget(t, nil)
 	r := dialH2Frames(t, p)

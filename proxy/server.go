@@ -181,7 +181,19 @@ func New(cfg Config) (*Server, error) {
 		ConnState:         s.connState,
 		// No ReadTimeout/WriteTimeout: they would cut long-lived tunnels.
 	}
-	h2.Configure(s.hs, cfg.HTTP2)
+	h2cfg := cfg.HTTP2
+	if h2cfg.Reject == nil {
+		// Requests the engine refuses before routing (a malformed
+		// :authority, a header list over the limit) get Proxy-Status and an
+		// access line like any other refusal.
+		h2cfg.Reject = func(w http.ResponseWriter, r *http.Request, status int) {
+			s.fail(w, r, "malformed", r.Host, time.Now(), &Error{Status: status, Type: "http_request_error", Detail: http.StatusText(status)})
+		}
+	}
+	if h2cfg.Logger == nil {
+		h2cfg.Logger = slog.New(zerolog.NewSlogHandler(log))
+	}
+	h2.Configure(s.hs, h2cfg)
 	s.gateway = s.newGateway()
 	return s, nil
 }

@@ -21,7 +21,6 @@ import (
 )
 
 func main() {
-	reexecWithExtendedConnect()
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "h2proxy:", err)

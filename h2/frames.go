@@ -1,0 +1,358 @@
+package h2
+
+import (
+	"errors"
+
+	"golang.org/x/net/http2"
+)
+
+// closedID remembers a closed stream, so that a late frame on it can be
+// told from a frame on a stream that never existed (RFC 9113 §5.1).
+type closedID struct {
+	id      uint32
+	weReset bool // we sent RST_STREAM: late frames are ignored, not errors
+}
+
+// processFrame handles one frame from the reader goroutine.
+func (c *conn) processFrame(f http2.Frame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var err error
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		err = c.onSettings(f)
+	case *http2.MetaHeadersFrame:
+		c.emptyFrames = 0
+		err = c.onHeaders(f)
+	case *http2.DataFrame:
+		err = c.onData(f)
+	case *http2.WindowUpdateFrame:
+		err = c.onWindowUpdate(f)
+	case *http2.RSTStreamFrame:
+		err = c.onRSTStream(f)
+	case *http2.PingFrame:
+		err = c.onPing(f)
+	case *http2.GoAwayFrame:
+		c.peerGoAway = true
+		c.maybeCloseLocked()
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			// §5.3.1: a stream cannot depend on itself.
+			err = c.streamErrorLocked(f.StreamID, http2.ErrCodeProtocol)
+		}
+	case *http2.PushPromiseFrame:
+		err = protoErr("PUSH_PROMISE from a client") // §8.4
+	}
+	// Any other frame type is an extension and is ignored (§5.5).
+	if err == nil && len(c.ctrl) > c.cfg.MaxQueuedControlFrames {
+		err = &connError{http2.ErrCodeEnhanceYourCalm, "control frame flood"}
+	}
+	return err
+}
+
+func (c *conn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	err := f.ForeachSetting(func(st http2.Setting) error {
+		if err := st.Valid(); err != nil {
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				return &connError{http2.ErrCode(ce), "invalid setting " + st.String()}
+			}
+			return protoErr("invalid setting %s", st)
+		}
+		switch st.ID {
+		case http2.SettingHeaderTableSize:
+			c.henc.SetMaxDynamicTableSizeLimit(st.Val)
+		case http2.SettingInitialWindowSize:
+			return c.setPeerInitialWindow(int64(st.Val))
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrame = int(st.Val)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// §6.5.3: acknowledge once the values are applied.
+	c.queueCtrl(ctrlFrame{typ: http2.FrameSettings, ack: true})
+	return nil
+}
+
+// setPeerInitialWindow applies a new SETTINGS_INITIAL_WINDOW_SIZE to every
+// open stream by the difference (§6.9.2); a window may go negative.
+func (c *conn) setPeerInitialWindow(v int64) error {
+	delta := v - c.peerInitWindow
+	c.peerInitWindow = v
+	for _, s := range c.streams {
+		s.sendWindow += delta
+		if s.sendWindow > maxWindow {
+			return &connError{http2.ErrCodeFlowControl, "stream window overflow from SETTINGS"}
+		}
+		c.schedule(s)
+	}
+	return nil
+}
+
+func (c *conn) onPing(f *http2.PingFrame) error {
+	if f.IsAck() {
+		if f.Data == drainPing {
+			c.finishDrainLocked()
+		}
+		return nil
+	}
+	c.queueCtrl(ctrlFrame{typ: http2.FramePing, ack: true, ping: f.Data})
+	return nil
+}
+
+func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	c.wuBudget--
+	if c.wuBudget < 0 {
+		return &connError{http2.ErrCodeEnhanceYourCalm, "WINDOW_UPDATE flood"}
+	}
+	inc := int64(f.Increment)
+	if f.StreamID == 0 {
+		c.sendWindow += inc
+		if c.sendWindow > maxWindow {
+			return &connError{http2.ErrCodeFlowControl, "connection window overflow"}
+		}
+		for _, s := range c.connBlocked {
+			c.ready = append(c.ready, s) // still marked queued
+		}
+		c.connBlocked = c.connBlocked[:0]
+		signal(c.wwake)
+		return nil
+	}
+	s := c.streams[f.StreamID]
+	if s == nil {
+		if f.StreamID > c.maxClientID {
+			return protoErr("WINDOW_UPDATE on idle stream %d", f.StreamID)
+		}
+		return nil // closed stream: ignore (§6.9)
+	}
+	s.sendWindow += inc
+	if s.sendWindow > maxWindow {
+		return c.streamErrorLocked(s.id, http2.ErrCodeFlowControl)
+	}
+	c.schedule(s)
+	return nil
+}
+
+func (c *conn) onRSTStream(f *http2.RSTStreamFrame) error {
+	if f.StreamID > c.maxClientID {
+		return protoErr("RST_STREAM on idle stream %d", f.StreamID)
+	}
+	s := c.streams[f.StreamID]
+	if s == nil {
+		return nil
+	}
+	if f.ErrCode == http2.ErrCodeNo && s.endPending {
+		// Our side is complete and the client says it needs nothing more
+		// (as we do in §8.1): a clean end of its direction, not a failure.
+		c.closeStream(s, nil)
+		return nil
+	}
+	c.closeStream(s, &StreamError{Code: f.ErrCode, Remote: true})
+	return c.chargeReset()
+}
+
+// onData delivers request DATA (§6.1) under connection and stream flow
+// control (§6.9). Padding and dropped data are credited back at once.
+func (c *conn) onData(f *http2.DataFrame) error {
+	length := int64(f.Length)
+	if length > c.recvWindow {
+		return &connError{http2.ErrCodeFlowControl, "connection window exceeded"}
+	}
+	c.recvWindow -= length
+	data := f.Data()
+	if len(data) == 0 && !f.StreamEnded() {
+		c.emptyFrames++
+		if c.emptyFrames > maxEmptyFrames {
+			return &connError{http2.ErrCodeEnhanceYourCalm, "empty DATA flood"}
+		}
+	} else {
+		c.emptyFrames = 0
+	}
+	s := c.streams[f.StreamID]
+	if s == nil || !s.remoteOpen() {
+		c.creditConn(length)
+		return c.dataOnClosed(s, f.StreamID)
+	}
+	if length > s.recvWindow {
+		c.creditConn(length)
+		return c.streamErrorLocked(s.id, http2.ErrCodeFlowControl)
+	}
+	s.recvWindow -= length
+	if pad := length - int64(len(data)); pad > 0 {
+		c.creditConn(pad)
+		s.recvUnacked += pad
+	}
+	s.gotLen += int64(len(data))
+	if s.wantLen >= 0 && (s.gotLen > s.wantLen || f.StreamEnded() && s.gotLen != s.wantLen) {
+		// §8.1.1: content-length must equal the DATA payload total.
+		c.creditConn(int64(len(data)))
+		return c.streamErrorLocked(s.id, http2.ErrCodeProtocol)
+	}
+	if s.bodyClosed {
+		c.creditConn(int64(len(data)))
+	} else if len(data) > 0 {
+		s.rbuf.write(data)
+		signal(s.rwake)
+	}
+	if f.StreamEnded() {
+		c.remoteEnd(s)
+	}
+	return nil
+}
+
+// dataOnClosed answers DATA on a stream that is not open for receiving.
+func (c *conn) dataOnClosed(s *stream, id uint32) error {
+	if id > c.maxClientID {
+		return protoErr("DATA on idle stream %d", id)
+	}
+	if s == nil && (c.recentlyReset(id) || c.goawaySent && id > c.lastID) {
+		return nil // §5.1, §6.8: we reset or ignored it; frames in flight are ignored
+	}
+	return c.streamErrorLocked(id, http2.ErrCodeStreamClosed)
+}
+
+// recentlyClosed reports whether id is a remembered closed stream and
+// whether we were the side that reset it.
+func (c *conn) recentlyClosed(id uint32) (found, weReset bool) {
+	for _, r := range c.recent {
+		if r.id == id {
+			return true, r.weReset
+		}
+	}
+	return false, false
+}
+
+func (c *conn) recentlyReset(id uint32) bool {
+	_, weReset := c.recentlyClosed(id)
+	return weReset
+}
+
+// remoteEnd handles END_STREAM from the client.
+func (c *conn) remoteEnd(s *stream) {
+	switch s.state {
+	case stOpen:
+		s.state = stHalfClosedRemote
+	case stHalfClosedLocal:
+		c.closeStream(s, nil)
+	}
+	signal(s.rwake)
+}
+
+// localEnd runs when the writer wrote our END_STREAM.
+func (c *conn) localEnd(s *stream) {
+	switch s.state {
+	case stOpen:
+		s.state = stHalfClosedLocal
+		if s.rstAfter {
+			// §8.1: the response is complete; the rest of the request
+			// is not wanted.
+			c.queueCtrl(ctrlFrame{typ: http2.FrameRSTStream, streamID: s.id, code: http2.ErrCodeNo})
+			c.closeStream(s, nil)
+			c.markReset(s.id)
+		}
+	case stHalfClosedRemote:
+		c.closeStream(s, nil)
+	}
+}
+
+// resetStream sends RST_STREAM(code) and closes s.
+func (c *conn) resetStream(s *stream, code http2.ErrCode) {
+	if s.state == stClosed {
+		return
+	}
+	c.queueCtrl(ctrlFrame{typ: http2.FrameRSTStream, streamID: s.id, code: code})
+	c.closeStream(s, &StreamError{Code: code})
+	c.markReset(s.id)
+}
+
+func (c *conn) rememberClosed(id uint32, weReset bool) {
+	c.recent[c.recentPos] = closedID{id: id, weReset: weReset}
+	c.recentPos = (c.recentPos + 1) % recentClosed
+}
+
+func (c *conn) markReset(id uint32) {
+	for i := range c.recent {
+		if c.recent[i].id == id {
+			c.recent[i].weReset = true
+		}
+	}
+}
+
+// closeStream moves s to closed. With err (a reset or the connection's
+// end) pending output and buffered input are dropped and waiters woken
+// with err; on a clean close unread input stays readable.
+func (c *conn) closeStream(s *stream, err error) {
+	if s.state == stClosed {
+		return
+	}
+	s.state = stClosed
+	delete(c.streams, s.id)
+	c.active--
+	c.rememberClosed(s.id, false)
+	// Nothing more can be sent; waiters must not wait for it.
+	s.hdrs, s.trailers = nil, nil
+	s.sbuf.reset()
+	if err != nil {
+		s.err = err
+		c.creditConn(int64(s.rbuf.reset()))
+		s.cancel(err)
+	}
+	signal(s.rwake)
+	signal(s.wwake)
+	if c.active == 0 {
+		c.idleTimerLocked()
+		c.maybeCloseLocked()
+	}
+}
+
+// creditRecv returns n consumed bytes to the client's windows, in
+// WINDOW_UPDATEs of at least a quarter window so that a fast stream costs
+// few frames (§6.9.1).
+func (c *conn) creditRecv(s *stream, n int64) {
+	c.creditConn(n)
+	if !s.remoteOpen() {
+		return
+	}
+	s.recvUnacked += n
+	if s.recvUnacked >= int64(c.cfg.StreamWindow)/4 {
+		c.queueCtrl(ctrlFrame{typ: http2.FrameWindowUpdate, streamID: s.id, incr: uint32(s.recvUnacked)})
+		s.recvWindow += s.recvUnacked
+		s.recvUnacked = 0
+	}
+}
+
+func (c *conn) creditConn(n int64) {
+	if n <= 0 {
+		return
+	}
+	c.recvUnacked += n
+	if c.recvUnacked >= int64(c.cfg.ConnWindow)/4 {
+		c.queueCtrl(ctrlFrame{typ: http2.FrameWindowUpdate, incr: uint32(c.recvUnacked)})
+		c.recvWindow += c.recvUnacked
+		c.recvUnacked = 0
+	}
+}
+
+func (c *conn) queueCtrl(f ctrlFrame) {
+	if c.closed && c.writerStop {
+		return
+	}
+	c.ctrl = append(c.ctrl, f)
+	signal(c.wwake)
+}
+
+// schedule puts s on the writer's round-robin queue when it has something
+// writable.
+func (c *conn) schedule(s *stream) {
+	if !s.queued && s.sendable() {
+		s.queued = true
+		c.ready = append(c.ready, s)
+		signal(c.wwake)
+	}
+}

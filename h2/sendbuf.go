@@ -1,0 +1,237 @@
+package h2
+
+import (
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// headerBlock is a queued HEADERS (1xx or final response headers).
+type headerBlock struct {
+	fields []hpack.HeaderField
+	end    bool
+}
+
+// sendCheck reports why nothing more may be queued on s, if so.
+func (s *stream) sendCheck() error {
+	if s.err != nil {
+		return s.err
+	}
+	if s.endPending || !s.localOpen() {
+		return errStreamEnded
+	}
+	return nil
+}
+
+// pushHeaders queues a header block without waiting. final marks the
+// final response headers; end makes them end the stream.
+func (s *stream) pushHeaders(final bool, fields []hpack.HeaderField, end bool) error {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := s.sendCheck(); err != nil {
+		return err
+	}
+	s.finalQueued = s.finalQueued || final
+	s.endPending = end
+	s.hdrs = append(s.hdrs, headerBlock{fields: fields, end: end})
+	c.schedule(s)
+	c.writeDirect()
+	return nil
+}
+
+// write copies p into the stream's send buffer. It waits while the buffer
+// holds StreamSendBuffer bytes (a client keeping the window shut), at most
+// WriteTimeout, after which the stream is reset: per-stream memory stays
+// bounded and a stuck handler is released.
+func (s *stream) write(p []byte) (int, error) {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var timeout <-chan time.Time
+	waited, total := false, 0
+	for len(p) > 0 {
+		if err := s.sendCheck(); err != nil {
+			return total, err
+		}
+		room := c.cfg.StreamSendBuffer - s.sbuf.n
+		if room <= 0 {
+			if !waited {
+				timeout, waited = c.timeoutChan(), true
+			}
+			if !s.waitWriter(timeout) {
+				return total, errWriteTimeout
+			}
+			continue
+		}
+		n := min(room, len(p))
+		s.sbuf.write(p[:n])
+		p = p[n:]
+		total += n
+		c.schedule(s)
+		c.writeDirect()
+	}
+	return total, nil
+}
+
+// waitWriter waits, with c.mu held, for the writer to make progress on s.
+// On timeout it resets the stream and returns false.
+func (s *stream) waitWriter(timeout <-chan time.Time) bool {
+	c := s.c
+	c.mu.Unlock()
+	timedOut := false
+	select {
+	case <-s.wwake:
+	case <-timeout:
+		timedOut = true
+	}
+	c.mu.Lock()
+	if timedOut && s.err == nil && s.state != stClosed {
+		c.resetStream(s, http2.ErrCodeCancel)
+		return false
+	}
+	return true
+}
+
+// drained reports whether everything queued on s was handed to the
+// connection.
+func (s *stream) drained() bool {
+	return len(s.hdrs) == 0 && s.sbuf.n == 0 && s.trailers == nil && (!s.endPending || s.endSent)
+}
+
+// flush waits until everything queued was handed to the connection.
+func (s *stream) flush() error {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.waitDrained()
+}
+
+func (s *stream) waitDrained() error {
+	s.c.writeDirect()
+	var timeout <-chan time.Time
+	waited := false
+	for s.err == nil && s.state != stClosed && !s.drained() {
+		if !waited {
+			timeout, waited = s.c.timeoutChan(), true
+		}
+		if !s.waitWriter(timeout) {
+			return errWriteTimeout
+		}
+	}
+	return s.err
+}
+
+// end queues END_STREAM after the buffered data and waits until it is
+// written: the clean end of our direction while reading goes on.
+func (s *stream) end() error {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !s.endPending {
+		if err := s.sendCheck(); err != nil {
+			return err
+		}
+		s.endPending = true
+		c.schedule(s)
+	}
+	return s.waitDrained()
+}
+
+// finishOut ends the response once the handler returned (or the tunnel
+// closed): trailers if any, END_STREAM, and the request body is no longer
+// read. If the client is still sending once our END_STREAM is out, the
+// stream is reset with NO_ERROR (RFC 9113 §8.1).
+func (s *stream) finishOut(trailers []hpack.HeaderField) error {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.discardBody(s)
+	s.rstAfter = true
+	switch {
+	case s.err != nil || s.state == stClosed:
+		return s.err
+	case s.state == stHalfClosedLocal:
+		c.queueCtrl(ctrlFrame{typ: http2.FrameRSTStream, streamID: s.id, code: http2.ErrCodeNo})
+		c.closeStream(s, nil)
+		c.markReset(s.id)
+		return nil
+	}
+	if !s.endPending {
+		s.trailers = trailers
+		s.endPending = true
+		c.schedule(s)
+	}
+	return s.waitDrained()
+}
+
+// maybeSend100 sends 100 Continue when the handler first reads the body of
+// a request that asked for it and no final response was queued.
+func (s *stream) maybeSend100() {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !s.expect100 || s.finalQueued || s.sendCheck() != nil {
+		return
+	}
+	s.expect100 = false
+	s.hdrs = append(s.hdrs, headerBlock{fields: []hpack.HeaderField{{Name: ":status", Value: "100"}}})
+	c.schedule(s)
+}
+
+// sendable reports whether the writer could write the stream's next frame
+// given the stream window (the connection window is the scheduler's job).
+func (s *stream) sendable() bool {
+	switch {
+	case s.state == stClosed:
+		return false
+	case len(s.hdrs) > 0:
+		return true
+	case s.sbuf.n > 0:
+		return s.sendWindow > 0
+	}
+	return s.trailers != nil || s.endPending && !s.endSent
+}
+
+// nextIsData reports whether the stream's next frame is DATA with payload.
+func (s *stream) nextIsData() bool { return len(s.hdrs) == 0 && s.sbuf.n > 0 }
+
+// writeStreamFrame writes the next frame of s: a header block, one DATA
+// frame as large as both windows and the frame size allow, trailers, or
+// an empty END_STREAM.
+func (c *conn) writeStreamFrame(s *stream) {
+	switch {
+	case len(s.hdrs) > 0:
+		hb := s.hdrs[0]
+		s.hdrs[0] = headerBlock{}
+		if s.hdrs = s.hdrs[1:]; len(s.hdrs) == 0 {
+			s.hdrs = nil
+		}
+		c.writeHeaderBlock(s.id, hb.fields, hb.end)
+		if hb.end {
+			c.endSent(s)
+		}
+	case s.sbuf.n > 0:
+		n := min(s.sbuf.n, int(s.sendWindow), int(c.sendWindow), c.dataFrameMax())
+		end := n == s.sbuf.n && s.endPending && s.trailers == nil
+		c.writeDataFrame(s, n, end)
+		s.sendWindow -= int64(n)
+		c.sendWindow -= int64(n)
+		if end {
+			c.endSent(s)
+		}
+	case s.trailers != nil:
+		c.writeHeaderBlock(s.id, s.trailers, true)
+		s.trailers = nil
+		c.endSent(s)
+	default:
+		c.writeDataFrame(s, 0, true)
+		c.endSent(s)
+	}
+	signal(s.wwake)
+}
+
+func (c *conn) endSent(s *stream) {
+	s.endSent = true
+	c.localEnd(s)
+}

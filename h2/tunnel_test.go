@@ -1,0 +1,284 @@
+package h2
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/h2proxy/h2proxy/tunnel"
+)
+
+// target is a loopback TCP server whose single connection is handed to fn.
+func target(t *testing.T, fn func(c *net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fn(c.(*net.TCPConn))
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// tunnelHandler accepts CONNECT and splices to addr, the way proxy does.
+func tunnelHandler(addr string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tc, err := net.Dial("tcp", addr)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		c, err := Accept(w, r, http.Header{"X-Tunnel": {"yes"}})
+		if err != nil {
+			_ = tc.Close()
+			return
+		}
+		defer Finish(c)
+		_, _ = tunnel.Splice(r.Context(), c, tunnel.NetConn(tc, nil), tunnel.Options{})
+	})
+}
+
+// openTunnel sends CONNECT on stream 1 and waits for the 200.
+func openTunnel(t *testing.T, rc *rawClient) {
+	t.Helper()
+	rc.handshake()
+	rc.headers(1, false, ":method", "CONNECT", ":authority", "target.test:443")
+	f := rc.readUntil(func(f http2.Frame) bool { return f.Header().StreamID == 1 })
+	mh, ok := f.(*http2.MetaHeadersFrame)
+	if !ok || mh.PseudoValue("status") != "200" || mh.StreamEnded() {
+		t.Fatalf("CONNECT answer: %v", f)
+	}
+}
+
+// syncPing makes sure every frame the server wrote before its PING ack
+// was read, and reports whether stream 1 was reset meanwhile.
+func syncPing(t *testing.T, rc *rawClient) (reset *http2.ErrCode) {
+	t.Helper()
+	rc.must(rc.fr.WritePing(false, [8]byte{1}))
+	rc.readUntil(func(f http2.Frame) bool {
+		if rs, ok := f.(*http2.RSTStreamFrame); ok && rs.StreamID == 1 {
+			code := rs.ErrCode
+			reset = &code
+		}
+		p, ok := f.(*http2.PingFrame)
+		return ok && p.IsAck()
+	})
+	return reset
+}
+
+func TestTunnelEndStreamIsFIN(t *testing.T) {
+	addr := target(t, func(c *net.TCPConn) {
+		got, err := io.ReadAll(c) // until the FIN that END_STREAM became
+		if err != nil {
+			return
+		}
+		_, _ = c.Write(append([]byte("got:"), got...))
+		_ = c.CloseWrite()
+	})
+	rc := newRawClient(t, Config{}, tunnelHandler(addr), false)
+	openTunnel(t, rc)
+	rc.must(rc.fr.WriteData(1, false, []byte("ping ")))
+	rc.must(rc.fr.WriteData(1, true, []byte("pong")))
+	r := rc.readResponse(1)
+	if string(r.body) != "got:ping pong" || !r.ended || r.rst != nil {
+		t.Fatalf("tunnel answer %q ended=%v rst=%v", r.body, r.ended, r.rst)
+	}
+	if code := syncPing(t, rc); code != nil {
+		t.Fatalf("clean tunnel reset with %v", *code)
+	}
+}
+
+func TestTunnelHalfCloseFromTarget(t *testing.T) {
+	rest := make(chan string, 1)
+	addr := target(t, func(c *net.TCPConn) {
+		_, _ = c.Write([]byte("bye"))
+		_ = c.CloseWrite() // FIN first; keep reading
+		b, _ := io.ReadAll(c)
+		rest <- string(b)
+	})
+	rc := newRawClient(t, Config{}, tunnelHandler(addr), false)
+	openTunnel(t, rc)
+	r := rc.readResponse(1)
+	if string(r.body) != "bye" || !r.ended {
+		t.Fatalf("got %q ended=%v rst=%v", r.body, r.ended, r.rst)
+	}
+	// The client's direction is still open after our END_STREAM.
+	rc.must(rc.fr.WriteData(1, false, []byte("still ")))
+	rc.must(rc.fr.WriteData(1, true, []byte("here")))
+	select {
+	case got := <-rest:
+		if got != "still here" {
+			t.Fatalf("target read %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("target never saw the client's data and FIN")
+	}
+	if code := syncPing(t, rc); code != nil {
+		t.Fatalf("half-closed tunnel reset with %v", *code)
+	}
+}
+
+func TestTunnelTargetResetIsConnectError(t *testing.T) {
+	addr := target(t, func(c *net.TCPConn) {
+		var b [1]byte
+		_, _ = c.Read(b[:])
+		_ = c.SetLinger(0)
+		_ = c.Close() // TCP RST
+	})
+	rc := newRawClient(t, Config{}, tunnelHandler(addr), false)
+	openTunnel(t, rc)
+	rc.must(rc.fr.WriteData(1, false, []byte("x")))
+	rc.expectReset(1, http2.ErrCodeConnect)
+}
+
+// clientGoneTarget reports the error the target's read ends with.
+func clientGoneTarget(t *testing.T) (string, chan error) {
+	readErr := make(chan error, 1)
+	addr := target(t, func(c *net.TCPConn) {
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			readErr <- err
+			return
+		}
+		_, err := io.Copy(io.Discard, c)
+		if err == nil {
+			err = io.EOF
+		}
+		readErr <- err
+	})
+	return addr, readErr
+}
+
+func expectTargetReset(t *testing.T, readErr chan error) {
+	t.Helper()
+	select {
+	case err := <-readErr:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("target read ended with %v, want ECONNRESET", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("target never saw the reset")
+	}
+}
+
+func TestTunnelClientResetIsTCPReset(t *testing.T) {
+	addr, readErr := clientGoneTarget(t)
+	rc := newRawClient(t, Config{}, tunnelHandler(addr), false)
+	openTunnel(t, rc)
+	rc.must(rc.fr.WriteData(1, false, []byte("x")))
+	rc.must(rc.fr.WriteRSTStream(1, http2.ErrCodeCancel))
+	expectTargetReset(t, readErr)
+}
+
+func TestTunnelHeadersFrameIsStreamError(t *testing.T) {
+	addr, readErr := clientGoneTarget(t)
+	rc := newRawClient(t, Config{}, tunnelHandler(addr), false)
+	openTunnel(t, rc)
+	rc.must(rc.fr.WriteData(1, false, []byte("x")))
+	rc.headers(1, true, "x-trailer", "1") // §8.5: only DATA and stream management
+	rc.expectReset(1, http2.ErrCodeProtocol)
+	expectTargetReset(t, readErr)
+}
+
+func TestTunnelBulkBothWays(t *testing.T) {
+	const size, upload = 4 << 20, 1<<20 - 16<<10
+	payload := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	addr := target(t, func(c *net.TCPConn) {
+		go func() {
+			_, _ = c.Write(payload)
+			_ = c.CloseWrite()
+		}()
+		n, _ := io.Copy(io.Discard, c)
+		if n != upload {
+			t.Errorf("target read %d bytes, want %d", n, upload)
+		}
+	})
+	rc := newRawClient(t, Config{}, tunnelHandler(addr), false)
+	openTunnel(t, rc)
+	// Upload within the advertised stream window (1 MiB) and connection
+	// window while reading the download.
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		sent := 0
+		for sent < upload && err == nil {
+			rc.wmu.Lock()
+			err = rc.fr.WriteData(1, false, payload[:16<<10])
+			rc.wmu.Unlock()
+			sent += 16 << 10
+		}
+		errc <- err
+	}()
+	r := rc.readResponse(1)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if len(r.body) != size || !bytes.Equal(r.body, payload) || !r.ended {
+		t.Fatalf("download %d bytes ended=%v rst=%v", len(r.body), r.ended, r.rst)
+	}
+	rc.must(rc.fr.WriteData(1, true, nil))
+	if code := syncPing(t, rc); code != nil {
+		t.Fatalf("reset %v", *code)
+	}
+}
+
+func TestAbortCodes(t *testing.T) {
+	for _, tc := range []struct {
+		cause error
+		want  http2.ErrCode
+	}{
+		{&tunnel.Error{Side: tunnel.Target, Err: syscall.ECONNRESET}, http2.ErrCodeConnect},
+		{&tunnel.Error{Side: tunnel.Client, Err: io.ErrUnexpectedEOF}, http2.ErrCodeCancel},
+		{tunnel.ErrIdle, http2.ErrCodeCancel},
+		{errors.New("other"), http2.ErrCodeInternal},
+	} {
+		if got := abortCode(tc.cause); got != tc.want {
+			t.Errorf("abortCode(%v) = %v, want %v", tc.cause, got, tc.want)
+		}
+	}
+}
+
+// RST_STREAM(NO_ERROR) after our END_STREAM is the client's clean end
+// (the mirror of RFC 9113 §8.1): the target gets a FIN, not a reset.
+func TestTunnelClientNoErrorResetAfterEndIsFIN(t *testing.T) {
+	readErr := make(chan error, 1)
+	addr := target(t, func(c *net.TCPConn) {
+		_, _ = c.Write([]byte("bye"))
+		_ = c.CloseWrite()
+		_, err := io.Copy(io.Discard, c)
+		readErr <- err
+	})
+	rc := newRawClient(t, Config{}, tunnelHandler(addr), false)
+	openTunnel(t, rc)
+	if r := rc.readResponse(1); string(r.body) != "bye" || !r.ended {
+		t.Fatalf("got %q ended=%v", r.body, r.ended)
+	}
+	rc.must(rc.fr.WriteRSTStream(1, http2.ErrCodeNo))
+	select {
+	case err := <-readErr:
+		if err != nil {
+			t.Fatalf("target read ended with %v, want a clean EOF", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("target never saw the end")
+	}
+}

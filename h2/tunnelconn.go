@@ -1,0 +1,77 @@
+package h2
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"golang.org/x/net/http2"
+
+	"github.com/h2proxy/h2proxy/tunnel"
+)
+
+// tunnelConn is a CONNECT stream as one end of a tunnel (RFC 9113 §8.5,
+// RFC 8441 §5): DATA both ways, END_STREAM as the clean end of a
+// direction, RST_STREAM as failure.
+type tunnelConn struct {
+	s *stream
+}
+
+// acceptTunnel answers the CONNECT with 200 and hdr, without END_STREAM,
+// and returns the stream as a tunnel.Conn. The handler stays in ServeHTTP
+// while the tunnel lives.
+func (rw *responseWriter) acceptTunnel(hdr http.Header) (tunnel.Conn, error) {
+	if rw.req.Method != http.MethodConnect {
+		return nil, errors.New("h2: acceptTunnel on a non-CONNECT request")
+	}
+	if rw.status != 0 || rw.tunnel != nil || rw.done {
+		return nil, errors.New("h2: acceptTunnel after the response started")
+	}
+	for k, v := range hdr {
+		rw.hdr[k] = v
+	}
+	rw.status = http.StatusOK
+	rw.sentHeader = true
+	if err := rw.s.pushHeaders(true, responseFields(http.StatusOK, rw.hdr), false); err != nil {
+		return nil, err
+	}
+	rw.tunnel = &tunnelConn{s: rw.s}
+	return rw.tunnel, nil
+}
+
+// Read returns request DATA; io.EOF after END_STREAM; a *StreamError after
+// the client reset the stream.
+func (t *tunnelConn) Read(p []byte) (int, error) { return t.s.read(p) }
+
+// Write sends p as DATA under flow control; it waits at most WriteTimeout
+// for a client that keeps the window shut.
+func (t *tunnelConn) Write(p []byte) (int, error) { return t.s.write(p) }
+
+// CloseWrite sends END_STREAM; reading goes on (half-close).
+func (t *tunnelConn) CloseWrite() error { return t.s.end() }
+
+// Close releases the stream after a clean end: END_STREAM if not yet sent,
+// and RST_STREAM(NO_ERROR) if the client is still sending.
+func (t *tunnelConn) Close() error { return t.s.finishOut(nil) }
+
+// Abort resets the stream with the code RFC 9113 §8.5 asks for: the
+// target failed -> CONNECT_ERROR; the client went away, idle timeout or
+// cancellation -> CANCEL; anything else -> INTERNAL_ERROR.
+func (t *tunnelConn) Abort(cause error) {
+	c := t.s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.resetStream(t.s, abortCode(cause))
+}
+
+func abortCode(cause error) http2.ErrCode {
+	var te *tunnel.Error
+	switch {
+	case errors.As(cause, &te) && te.Side == tunnel.Target:
+		return http2.ErrCodeConnect
+	case errors.As(cause, &te), errors.Is(cause, tunnel.ErrIdle),
+		errors.Is(cause, context.Canceled), errors.Is(cause, context.DeadlineExceeded):
+		return http2.ErrCodeCancel
+	}
+	return http2.ErrCodeInternal
+}

@@ -1,0 +1,242 @@
+package h2
+
+import (
+	"bytes"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// ctrlFrame is a connection-management frame waiting to be written. These
+// go before stream frames: they are small and keep the peer's view of the
+// connection current.
+type ctrlFrame struct {
+	typ      http2.FrameType
+	streamID uint32
+	code     http2.ErrCode
+	incr     uint32
+	ack      bool
+	ping     [8]byte
+	lastID   uint32
+	settings []http2.Setting
+}
+
+// batchBuf collects a batch of frames for one write to the socket.
+type batchBuf struct{ b []byte }
+
+func (w *batchBuf) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+const (
+	batchTarget  = 64 << 10
+	maxDataFrame = 64 << 10 // even when the client allows larger frames
+	tlsRecord    = 16 << 10 // TLS plaintext record size (RFC 8446 §5.1)
+)
+
+// batchPool lends the writer its buffer for one batch only, so that an
+// idle connection holds no write buffer.
+var batchPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, batchTarget+maxDataFrame)
+	return &b
+}}
+
+// writeLoop is the writer goroutine: it drains control frames first, then
+// one frame per ready stream in round-robin order, so that a busy tunnel
+// cannot starve the others, and writes each batch with one socket write.
+// A handler goroutine may write a batch itself while the writer is idle
+// (writeDirect); c.writing makes sure only one goroutine writes at a time.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		for c.writeErr == nil && (c.writing || !c.hasWork() && !c.writerStop) {
+			c.mu.Unlock()
+			<-c.wwake
+			c.mu.Lock()
+		}
+		if c.writeErr != nil || !c.hasWork() {
+			return
+		}
+		c.writing = true
+		err := c.writeBatches(0)
+		c.writing = false
+		if err != nil {
+			// Unblock the reader; teardown wakes the streams.
+			_ = c.nc.Close()
+			return
+		}
+	}
+}
+
+func (c *conn) hasWork() bool { return len(c.ctrl) > 0 || len(c.ready) > 0 }
+
+// writeBatches writes batches while there is work, at most max of them
+// (0: no limit). Called with c.mu held and c.writing set; c.mu is released
+// during each socket write.
+func (c *conn) writeBatches(max int) error {
+	for n := 0; c.hasWork() && (max == 0 || n < max); n++ {
+		stopping := c.writerStop
+		bp := batchPool.Get().(*[]byte)
+		c.bb.b = (*bp)[:0]
+		c.fillBatch()
+		buf := c.bb.b
+		c.bb.b = nil
+		c.mu.Unlock()
+		err := c.writeConn(buf, stopping)
+		if cap(buf) <= 4*batchTarget {
+			*bp = buf[:0]
+			batchPool.Put(bp)
+		}
+		c.mu.Lock()
+		if err != nil {
+			c.writeErr = err
+			return err
+		}
+	}
+	return nil
+}
+
+// writeDirect lets a handler goroutine that just queued output write one
+// batch itself when no one else is writing: a tunnel's Write then costs
+// no switch to the writer goroutine and back. What is left is the
+// writer's. Called with c.mu held, never from the reader goroutine (which
+// must not block on the socket).
+func (c *conn) writeDirect() {
+	if c.writing || c.writerStop || c.writeErr != nil || !c.hasWork() {
+		return
+	}
+	c.writing = true
+	err := c.writeBatches(1)
+	c.writing = false
+	if err != nil {
+		_ = c.nc.Close()
+	}
+	if c.hasWork() || c.writerStop || err != nil {
+		signal(c.wwake) // the writer may have skipped a wake-up while we wrote
+	}
+}
+
+func (c *conn) writeConn(buf []byte, stopping bool) error {
+	if len(buf) == 0 {
+		return nil
+	}
+	if c.cfg.WriteTimeout > 0 && !stopping {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	}
+	_, err := c.nc.Write(buf)
+	return err
+}
+
+// fillBatch encodes frames into c.bb until the batch is big enough or
+// nothing is writable. Called with c.mu held.
+func (c *conn) fillBatch() {
+	for len(c.bb.b) < batchTarget {
+		if len(c.ctrl) > 0 {
+			for i := range c.ctrl {
+				c.writeCtrl(&c.ctrl[i])
+				c.ctrl[i] = ctrlFrame{}
+			}
+			if c.ctrl = c.ctrl[:0]; cap(c.ctrl) > 1024 {
+				c.ctrl = nil // after a burst, do not keep its backlog's memory
+			}
+			continue
+		}
+		if len(c.ready) == 0 {
+			return
+		}
+		s := c.ready[0]
+		c.ready[0] = nil
+		c.ready = c.ready[1:]
+		s.queued = false
+		if !s.sendable() {
+			continue
+		}
+		if s.nextIsData() && c.sendWindow <= 0 {
+			// Parked until the client opens the connection window.
+			s.queued = true
+			c.connBlocked = append(c.connBlocked, s)
+			continue
+		}
+		c.writeStreamFrame(s)
+		c.schedule(s)
+	}
+}
+
+func (c *conn) writeCtrl(f *ctrlFrame) {
+	switch f.typ {
+	case http2.FrameSettings:
+		if f.ack {
+			_ = c.wfr.WriteSettingsAck()
+		} else {
+			_ = c.wfr.WriteSettings(f.settings...)
+		}
+	case http2.FramePing:
+		_ = c.wfr.WritePing(f.ack, f.ping)
+	case http2.FrameWindowUpdate:
+		_ = c.wfr.WriteWindowUpdate(f.streamID, f.incr)
+	case http2.FrameRSTStream:
+		_ = c.wfr.WriteRSTStream(f.streamID, f.code)
+	case http2.FrameGoAway:
+		_ = c.wfr.WriteGoAway(f.lastID, f.code, nil)
+	}
+}
+
+// dataFrameMax is the DATA payload per frame: as large as the client
+// allows (up to maxDataFrame), less the 9-byte frame header, so that a
+// frame fills whole 16 KiB TLS records and a batch of frames needs no
+// short record at its end.
+func (c *conn) dataFrameMax() int {
+	m := min(c.peerMaxFrame+9, maxDataFrame)
+	return m/tlsRecord*tlsRecord - 9
+}
+
+// writeDataFrame appends a DATA frame (§6.1) with n bytes from s's send
+// buffer: one copy of the payload, no padding.
+func (c *conn) writeDataFrame(s *stream, n int, end bool) {
+	var flags byte
+	if end {
+		flags = byte(http2.FlagDataEndStream)
+	}
+	id := s.id
+	c.bb.b = append(c.bb.b, byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), flags,
+		byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
+	c.bb.b = s.sbuf.appendTo(c.bb.b, n)
+	if c.wuBudget < wuBudgetMax {
+		// A client may return window every 4 KiB it consumes (x/net's
+		// client does), on the stream and on the connection.
+		c.wuBudget += 2 + 2*int64(n/4096)
+	}
+}
+
+// writeHeaderBlock HPACK-encodes fields and writes them as HEADERS plus
+// CONTINUATION frames no larger than the client's SETTINGS_MAX_FRAME_SIZE
+// (§4.3, §6.10). Encoding happens here, in write order, because the HPACK
+// dynamic table depends on it.
+func (c *conn) writeHeaderBlock(id uint32, fields []hpack.HeaderField, end bool) {
+	c.hbuf.Reset()
+	for _, f := range fields {
+		_ = c.henc.WriteField(f)
+	}
+	block := c.hbuf.Bytes()
+	first := true
+	for first || len(block) > 0 {
+		frag := block[:min(len(block), c.peerMaxFrame)]
+		block = block[len(frag):]
+		if first {
+			_ = c.wfr.WriteHeaders(http2.HeadersFrameParam{
+				StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0,
+			})
+			first = false
+		} else {
+			_ = c.wfr.WriteContinuation(id, len(block) == 0, frag)
+		}
+	}
+	if c.hbuf.Cap() > 64<<10 {
+		c.hbuf = bytes.Buffer{} // a huge header block once is no reason to keep its buffer
+	}
+}
