@@ -41,6 +41,7 @@ func hijack(w http.ResponseWriter, head string) (tunnel.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	c = unwrap(c) // the tunnel wants the real TCP or TLS connection
 	// net/http sets deadlines for reading the request; a tunnel lives on.
 	_ = c.SetDeadline(noDeadline)
 	if _, err := c.Write([]byte(head)); err != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/h2proxy/h2proxy/h1"
 )
 
 // tlsListener accepts TCP connections and runs each TLS handshake in a
@@ -60,9 +62,13 @@ func (l *tlsListener) handshake(c net.Conn) {
 		c.Close()
 		return
 	}
+	l.onReady(tc)
+	var c2 net.Conn = tc
+	if tc.ConnectionState().NegotiatedProtocol != "h2" {
+		c2 = h1.Watch(tc) // HTTP/1.1: watch request framing (smuggling)
+	}
 	select {
-	case l.conns <- tc:
-		l.onReady(tc)
+	case l.conns <- c2:
 	case <-l.done:
 		tc.Close()
 	}
@@ -90,6 +96,18 @@ func (l *tlsListener) Close() error {
 }
 
 func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
+
+// watchListener hands out cleartext connections watched for HTTP/1.1
+// request framing (see h1.Watch); h2c connections pass through it.
+type watchListener struct{ net.Listener }
+
+func (l watchListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return h1.Watch(c), nil
+}
 
 // withProxyProtocol makes ln read a PROXY protocol v1 or v2 header (as sent
 // by load balancers) from every connection, so RemoteAddr is the real

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/h2proxy/h2proxy/h1"
 	"github.com/h2proxy/h2proxy/h2"
 )
 
@@ -28,6 +29,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 2 {
 		s.metrics.h2Streams.Inc()
 		defer s.metrics.h2Streams.Dec()
+	}
+	if r.ProtoMajor == 1 && h1.Conflict(r) {
+		// RFC 9112 §6.1: both framings at once is a smuggling attempt;
+		// refuse it and close the connection rather than pick one.
+		s.fail(w, r, "malformed", requestTarget(r), time.Now(), errBadRequest("both Content-Length and Transfer-Encoding"))
+		return
 	}
 	if rt, ok := s.routeFor(r); ok && !(r.Method == http.MethodConnect && h2.Protocol(r) == "") {
 		s.serveRoute(w, r, rt)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/h2proxy/h2proxy/h1"
 	"github.com/h2proxy/h2proxy/h2"
 )
 
@@ -179,6 +180,10 @@ func New(cfg Config) (*Server, error) {
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(zerolog.NewSlogHandler(log), slog.LevelDebug),
 		ConnState:         s.connState,
+		ConnContext:       h1.ConnContext,
+		// OPTIONS * reaches the handler like any request, so that every
+		// HTTP/1.1 request consumes its framing verdict (h1.Conflict).
+		DisableGeneralOptionsHandler: true,
 		// No ReadTimeout/WriteTimeout: they would cut long-lived tunnels.
 	}
 	h2cfg := cfg.HTTP2
@@ -244,7 +249,7 @@ func (s *Server) ServePlain(ln net.Listener) error {
 	if err != nil {
 		return err
 	}
-	return s.serve(ln)
+	return s.serve(watchListener{ln})
 }
 
 // listen records ln's address as one of the proxy's own and adds the PROXY

@@ -105,11 +105,16 @@ func (c *netConn) Abort(error) {
 	_ = c.Conn.Close()
 }
 
-// tcp returns the TCP connection under c, or nil.
+// tcp returns the TCP connection under c (below TLS, and below a PROXY
+// protocol reader, which offers TCPConn), or nil.
 func (c *netConn) tcp() *net.TCPConn {
 	nc := c.Conn
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
+	}
+	if w, ok := nc.(interface{ TCPConn() (*net.TCPConn, bool) }); ok {
+		tcp, _ := w.TCPConn()
+		return tcp
 	}
 	tcp, _ := nc.(*net.TCPConn)
 	return tcp
