@@ -23,104 +23,126 @@ type Stats struct {
 	Down int64 // target to client
 }
 
-const bufSize = 32 << 10
+// Copy buffers. A direction waits for data in a small buffer of its own;
+// only when data streams in (a read fills it) does it take a large buffer
+// from the pool, and it gives that back as soon as reads come in small
+// again. So a busy tunnel copies in large chunks and an idle one (most of
+// them, most of the time) holds no large buffer.
+const (
+	smallBuf = 2 << 10
+	largeBuf = 32 << 10
+)
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+var largePool = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
 
 // Splice copies client<->target until both directions have ended, then
 // closes both. A clean end of one direction (EOF) is passed on with
 // CloseWrite and the other direction keeps flowing (half-close). A failure
 // on either side, the idle timeout or ctx being done aborts both conns with
 // the cause and is returned; a tunnel whose both directions ended cleanly
-// returns nil.
+// returns nil. One direction is copied on the caller's goroutine, the
+// other on one more.
 func Splice(ctx context.Context, client, target Conn, opt Options) (Stats, error) {
-	var (
-		st       Stats
-		activity atomic.Int64 // unix nanos of the last read that returned bytes
-		once     sync.Once
-		failure  error
-	)
-	abort := func(err error) {
-		once.Do(func() {
-			failure = err
-			client.Abort(err)
-			target.Abort(err)
-		})
-	}
-	activity.Store(time.Now().UnixNano())
-
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		n, err := pipe(target, client, Client, &activity)
-		atomic.AddInt64(&st.Up, n)
-		if err != nil {
-			abort(err)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		n, err := pipe(client, target, Target, &activity)
-		atomic.AddInt64(&st.Down, n)
-		if err != nil {
-			abort(err)
-		}
-	}()
-	go func() { wg.Wait(); close(done) }()
-
-	var idle <-chan time.Time
-	var timer *time.Timer
+	t := &splice{client: client, target: target}
+	t.activity.Store(time.Now().UnixNano())
+	stop := context.AfterFunc(ctx, func() { t.abort(context.Cause(ctx)) })
+	defer stop()
 	if opt.IdleTimeout > 0 {
-		timer = time.NewTimer(opt.IdleTimeout)
-		defer timer.Stop()
-		idle = timer.C
-	}
-	ctxDone := ctx.Done()
-	for {
-		select {
-		case <-done:
-			if failure == nil {
-				_ = client.Close()
-				_ = target.Close()
-			}
-			return Stats{Up: atomic.LoadInt64(&st.Up), Down: atomic.LoadInt64(&st.Down)}, failure
-		case <-ctxDone:
-			ctxDone = nil
-			abort(context.Cause(ctx))
-		case <-idle:
-			since := time.Since(time.Unix(0, activity.Load()))
-			if since >= opt.IdleTimeout {
-				idle = nil
-				abort(ErrIdle)
-			} else {
+		var timer *time.Timer
+		timer = time.AfterFunc(opt.IdleTimeout, func() {
+			if since := time.Since(time.Unix(0, t.activity.Load())); since < opt.IdleTimeout {
 				timer.Reset(opt.IdleTimeout - since)
+				return
 			}
-		}
+			t.abort(ErrIdle)
+		})
+		defer timer.Stop()
+	}
+
+	// Decided before the directions start: Read changes what rawTCP sees.
+	kernel := rawTCP(client) != nil && rawTCP(target) != nil
+	var st Stats
+	upDone := make(chan struct{})
+	go func() {
+		defer close(upDone)
+		var err error
+		st.Up, err = pipe(target, client, Client, &t.activity, kernel)
+		t.fail(err)
+	}()
+	var err error
+	st.Down, err = pipe(client, target, Target, &t.activity, kernel)
+	t.fail(err)
+	<-upDone
+
+	if err := t.failure(); err != nil {
+		return st, err
+	}
+	_ = client.Close()
+	_ = target.Close()
+	return st, nil
+}
+
+// splice is the state the two directions of a tunnel share.
+type splice struct {
+	client, target Conn
+	activity       atomic.Int64 // unix nanos of the last read that returned bytes
+
+	mu     sync.Mutex
+	reason error // the first failure; both conns were aborted with it
+}
+
+func (t *splice) fail(err error) {
+	if err != nil {
+		t.abort(err)
 	}
 }
 
+// abort tears both conns down once, with the first cause.
+func (t *splice) abort(err error) {
+	t.mu.Lock()
+	first := t.reason == nil
+	if first {
+		t.reason = err
+	}
+	t.mu.Unlock()
+	if first {
+		t.client.Abort(err)
+		t.target.Abort(err)
+	}
+}
+
+func (t *splice) failure() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.reason
+}
+
 // pipe copies src to dst and ends dst's write direction on src's EOF. from is
-// the side src belongs to, so that errors name the side that failed.
-func pipe(dst, src Conn, from Side, activity *atomic.Int64) (int64, error) {
+// the side src belongs to, so that errors name the side that failed. With
+// kernel set both are plain TCP connections with nothing buffered.
+func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64, error) {
 	to := Target
 	if from == Target {
 		to = Client
 	}
-	if s, d := rawTCP(src), rawTCP(dst); s != nil && d != nil {
+	if kernel {
 		// TCP to TCP: io.Copy takes the kernel's splice(2) path. Activity is
 		// not tracked per read here; a read deadline would be needed.
-		n, err := io.Copy(d, s)
+		n, err := io.Copy(dst.(*netConn).Conn, src.(*netConn).Conn)
 		if err != nil {
 			return n, classify(err, from, to)
 		}
 		return n, closeWrite(dst)
 	}
 
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	small := make([]byte, smallBuf)
+	buf := small
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			largePool.Put(large)
+		}
+	}()
 	var total int64
 	for {
 		n, rerr := src.Read(buf)
@@ -130,6 +152,14 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64) (int64, error) {
 			total += int64(w)
 			if werr != nil {
 				return total, &Error{Side: to, Err: werr}
+			}
+			switch {
+			case large == nil && n == len(buf):
+				large = largePool.Get().(*[]byte) // data is streaming
+				buf = *large
+			case large != nil && n < smallBuf:
+				largePool.Put(large) // a lull: do not hold it while waiting
+				large, buf = nil, small
 			}
 		}
 		if rerr == io.EOF {
