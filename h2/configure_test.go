@@ -22,7 +22,6 @@ func echoHandler(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		defer Finish(c)
 		_, _ = io.Copy(c, c)
 		_ = c.CloseWrite()
 		_ = c.Close()

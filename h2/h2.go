@@ -78,8 +78,3 @@ func Accept(w http.ResponseWriter, r *http.Request, hdr http.Header) (tunnel.Con
 	}
 	return nil, errors.New("h2: Accept on a request not served by the h2 engine")
 }
-
-// Finish is kept for callers of the former net/http adapter; the native
-// engine resets or ends the stream itself (tunnel.Conn Abort and Close),
-// so there is nothing left to do.
-func Finish(tunnel.Conn) {}

@@ -287,8 +287,19 @@ func TestGoAwayDrain(t *testing.T) {
 // per stream in turn.
 func TestFairScheduling(t *testing.T) {
 	big := make([]byte, 16<<10)
+	// The big stream holds its bulk until the small request is being
+	// served, so both have data queued at once whatever the machine's
+	// load: only the scheduler decides who goes first then.
+	smallStarted := make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/big" {
+			_, _ = w.Write(big)
+			w.(http.Flusher).Flush()
+			select {
+			case <-smallStarted:
+			case <-time.After(10 * time.Second):
+				return
+			}
 			for i := 0; i < 512; i++ { // 8 MiB
 				if _, err := w.Write(big); err != nil {
 					return
@@ -296,6 +307,7 @@ func TestFairScheduling(t *testing.T) {
 			}
 			return
 		}
+		close(smallStarted)
 		_, _ = w.Write([]byte("small"))
 	})
 	rc := newRawClient(t, Config{}, h, false)

@@ -52,7 +52,6 @@ func tunnelHandler(addr string) http.Handler {
 			_ = tc.Close()
 			return
 		}
-		defer Finish(c)
 		_, _ = tunnel.Splice(r.Context(), c, tunnel.NetConn(tc, nil), tunnel.Options{})
 	})
 }

@@ -58,7 +58,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	authority := r.Host
 	t, perr := parseAuthority(authority, 0)
 	if perr != nil {
-		s.fail(w, r, "tunnel", authority, start, perr)
+		s.fail(w, r, kindTunnel, authority, start, perr)
 		return
 	}
 	if s.own.match(authority) {
@@ -74,7 +74,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 
 	tc, err := s.dialer.dial(ctx, t)
 	if err != nil {
-		s.fail(w, r, "tunnel", authority, start, asError(err))
+		s.fail(w, r, kindTunnel, authority, start, asError(err))
 		return
 	}
 	target := tunnel.NetConn(tc, nil)
@@ -87,12 +87,11 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		target.Abort(err)
-		s.access(r, "tunnel", authority, http.StatusOK, 0, 0, start, err)
+		s.access(r, kindTunnel, authority, http.StatusOK, 0, 0, start, err)
 		return
 	}
 	st, err := tunnel.Splice(ctx, client, target, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
-	s.access(r, "tunnel", authority, http.StatusOK, st.Up, st.Down, start, err)
-	h2.Finish(client)
+	s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
 }
 
 func protoLabel(r *http.Request) string {

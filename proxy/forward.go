@@ -114,7 +114,7 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 	if scheme == "https" {
 		defPort = 443
 	} else if scheme != "http" {
-		s.fail(w, r, "forward", authority, start, errBadRequest("unsupported scheme "+scheme))
+		s.fail(w, r, kindForward, authority, start, errBadRequest("unsupported scheme "+scheme))
 		return
 	}
 	t, perr := parseAuthority(authority, defPort)
@@ -122,7 +122,7 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 		perr = s.policyFrom(r.Context()).precheck(t)
 	}
 	if perr != nil {
-		s.fail(w, r, "forward", authority, start, perr)
+		s.fail(w, r, kindForward, authority, start, perr)
 		return
 	}
 	// Only WebSocket upgrades are relayed; any other Upgrade (h2c, TLS)
@@ -141,7 +141,7 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 	if fi.err != nil {
 		err = fi.err
 	}
-	s.access(r, "forward", t.authority(), cw.status, body.n.Load(), cw.n, start, err)
+	s.access(r, kindForward, t.authority(), cw.status, body.n.Load(), cw.n, start, err)
 }
 
 func isWebSocketUpgrade(h http.Header) bool {

@@ -22,6 +22,7 @@ const (
 	kindForward   = "forward"   // a request for an http:// or https:// URL
 	kindLocal     = "local"     // a request to the proxy itself
 	kindRoute     = "route"     // a request for a route's host (gateway mode)
+	kindMalformed = "malformed" // refused before it could be routed
 )
 
 // ServeHTTP routes one request.
@@ -33,7 +34,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 1 && h1.Conflict(r) {
 		// RFC 9112 §6.1: both framings at once is a smuggling attempt;
 		// refuse it and close the connection rather than pick one.
-		s.fail(w, r, "malformed", requestTarget(r), time.Now(), errBadRequest("both Content-Length and Transfer-Encoding"))
+		s.fail(w, r, kindMalformed, requestTarget(r), time.Now(), errBadRequest("both Content-Length and Transfer-Encoding"))
 		return
 	}
 	if rt, ok := s.routeFor(r); ok && !(r.Method == http.MethodConnect && h2.Protocol(r) == "") {
@@ -187,7 +188,7 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "h2proxy is an HTTPS forward proxy. Point a browser at it with --proxy-server=https://HOST:PORT.")
 	}
-	s.access(r, "local", r.Host, status, 0, 0, start, nil)
+	s.access(r, kindLocal, r.Host, status, 0, 0, start, nil)
 }
 
 // ownNames recognises authorities that address the proxy itself: its

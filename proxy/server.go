@@ -113,6 +113,7 @@ type Server struct {
 	tunnels   map[*activeTunnel]struct{}
 	perClient map[string]int // open tunnels by client address
 	closing   bool
+	listeners []net.Listener
 	wg        sync.WaitGroup
 }
 
@@ -123,9 +124,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ProxyProtocol && len(cfg.TrustedProxies) == 0 {
 		return nil, errors.New("PROXY protocol needs the trusted proxies' addresses: set --trusted-proxies CIDR,...")
-	}
-	if cfg.Policy.Ports == nil {
-		cfg.Policy.Ports, _ = ParsePorts(DefaultPorts)
 	}
 	if cfg.UpstreamTLS == nil {
 		cfg.UpstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -192,7 +190,7 @@ func New(cfg Config) (*Server, error) {
 		// :authority, a header list over the limit) get Proxy-Status and an
 		// access line like any other refusal.
 		h2cfg.Reject = func(w http.ResponseWriter, r *http.Request, status int) {
-			s.fail(w, r, "malformed", r.Host, time.Now(), &Error{Status: status, Type: "http_request_error", Detail: http.StatusText(status)})
+			s.fail(w, r, kindMalformed, r.Host, time.Now(), &Error{Status: status, Type: "http_request_error", Detail: http.StatusText(status)})
 		}
 	}
 	if h2cfg.Logger == nil {
@@ -256,6 +254,9 @@ func (s *Server) ServePlain(ln net.Listener) error {
 // protocol layer when configured.
 func (s *Server) listen(ln net.Listener) (net.Listener, error) {
 	s.own.add(ln.Addr())
+	s.mu.Lock()
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
 	if !s.cfg.ProxyProtocol {
 		return ln, nil
 	}
@@ -350,13 +351,23 @@ func (s *Server) draining() bool {
 	return s.closing
 }
 
-// Shutdown stops accepting, asks HTTP/2 clients to go away, and waits for
-// open requests and tunnels to finish until ctx is done; then it closes
-// what is left.
-func (s *Server) Shutdown(ctx context.Context) error {
+// Drain starts a graceful stop and returns at once: /readyz turns 503, new
+// tunnels are refused and the listeners are closed, so new connections
+// are refused by the kernel. Shutdown does the rest.
+func (s *Server) Drain() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closing = true
-	s.mu.Unlock()
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+}
+
+// Shutdown drains (see Drain), asks HTTP/2 clients to go away (GOAWAY),
+// and waits for open requests and tunnels to finish until ctx is done;
+// then it closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.Drain()
 	err := s.hs.Shutdown(ctx)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

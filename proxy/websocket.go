@@ -235,7 +235,6 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, wt wsTar
 		status = http.StatusSwitchingProtocols
 	}
 	s.access(r, kindWebSocket, target, status, st.Up, st.Down, start, err, "origin_proto", origin.proto)
-	h2.Finish(client)
 }
 
 // relayResponse passes an origin's refusal of a WebSocket handshake on as

@@ -173,6 +173,7 @@ func newServer(o *options, cs *certificates, log zerolog.Logger) (*proxy.Server,
 // drain stops accepting, lets open work finish until the deadline, and
 // returns nil for a clean exit. A second signal exits at once.
 func drain(srv *proxy.Server, admin *http.Server, timeout time.Duration, sig os.Signal, sigc chan os.Signal, log zerolog.Logger) error {
+	srv.Drain()
 	log.Info().Str("signal", sig.String()).Dur("drain_timeout", timeout).Msg("draining")
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
