@@ -29,7 +29,7 @@ type Stats struct {
 // again. So a busy tunnel copies in large chunks and an idle one (most of
 // them, most of the time) holds no large buffer.
 const (
-	smallBuf = 2 << 10
+	smallBuf = 512
 	largeBuf = 32 << 10
 )
 

@@ -119,7 +119,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: ca, health)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: ca, trust, passwd, health)", fs.Arg(0))
 	}
 	if o.config != "" {
 		onCLI := map[string]bool{}
