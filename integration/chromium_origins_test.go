@@ -2,20 +2,14 @@ package integration
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"fmt"
 	"html"
 	"io"
 	"log"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -30,64 +24,6 @@ import (
 // the proxy: page servers for http:// and https://, and WebSocket echo
 // servers for ws:// and wss://. Names carry a "chromium" prefix so they
 // cannot clash with helpers of other test files in the package.
-
-// chromiumCA is a throwaway CA for the test's https:// and wss:// origins.
-type chromiumCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newChromiumCA(t testing.TB) *chromiumCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "h2proxy chromium test origin CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &chromiumCA{cert: cert, key: key}
-}
-
-// leaf issues a server certificate for 127.0.0.1 and localhost. The chain
-// carries the CA too: Chrome matches --ignore-certificate-errors-spki-list
-// against the certificates the server sends.
-func (ca *chromiumCA) leaf(t testing.TB) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}
-}
 
 // chromiumSPKIHash is the value Chrome's --ignore-certificate-errors-spki-list
 // expects: base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo.
@@ -116,7 +52,7 @@ type chromiumOrigins struct {
 	httpPage, httpsPage, wsEcho, wssEcho *chromiumOrigin
 }
 
-func startChromiumOrigins(t testing.TB, ca *chromiumCA) *chromiumOrigins {
+func startChromiumOrigins(t testing.TB, ca *testCA) *chromiumOrigins {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var handlers sync.WaitGroup
@@ -130,7 +66,7 @@ func startChromiumOrigins(t testing.TB, ca *chromiumCA) *chromiumOrigins {
 		o.srv.Config.ErrorLog = quiet
 		if tlsOn {
 			o.srv.EnableHTTP2 = h2
-			o.srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t)}}
+			o.srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.issue(t)}}
 			o.srv.StartTLS()
 		} else {
 			o.srv.Start()

@@ -6,10 +6,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,22 +16,13 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// chromiumPath is where Debian's chromium package puts its launcher.
-const chromiumPath = "/usr/bin/chromium"
-
 // TestChromium drives headless Chromium through the proxy the way a user
 // does (--proxy-server=https://…, DESIGN.md "Chrome as a client"): Chrome
 // speaks h2 to the proxy, sends http:// URLs as h2 GETs with :scheme http,
 // and uses CONNECT for https://, ws:// and wss://.
 func TestChromium(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if ci := os.Getenv("CI"); ci == "" || ci == "false" || ci == "0" {
-			t.Skipf("%s not found (install Debian's chromium package; with CI set this is a failure): %v", chromiumPath, err)
-		}
-		t.Fatalf("CI is set but %s is missing: %v", chromiumPath, err)
-	}
-
-	ca := newChromiumCA(t)
+	requireChromium(t)
+	ca := newTestCA(t)
 	origins := startChromiumOrigins(t, ca)
 	p := StartProxy(t, "--allow-private")
 
@@ -50,58 +39,12 @@ func TestChromium(t *testing.T) {
 
 	// Budget: 40 s for the browser session, 5 s to close it, 8 s for the
 	// access lines, so the test ends within a minute even when stuck.
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	out := &chromiumOutput{}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromiumPath),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
+	browserCtx, closeBrowser := startChromium(t, 40*time.Second,
 		chromedp.Flag("proxy-server", "https://127.0.0.1:"+port),
 		// Without this Chrome connects to loopback targets directly.
 		chromedp.Flag("proxy-bypass-list", "<-loopback>"),
 		chromedp.Flag("ignore-certificate-errors-spki-list", proxyHash+","+chromiumSPKIHash(ca.cert)),
-		chromedp.CombinedOutput(out),
 	)
-	defer cancelAlloc()
-	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	var closeOnce sync.Once
-	closeBrowser := func() {
-		closeOnce.Do(func() {
-			// A graceful Browser.close first; the cancels below kill
-			// whatever is left and wait for the process to go.
-			cctx, ccancel := context.WithTimeout(browserCtx, 5*time.Second)
-			defer ccancel()
-			if err := chromedp.Cancel(cctx); err != nil && !errors.Is(err, context.Canceled) {
-				t.Logf("closing chromium: %v", err)
-			}
-			cancelBrowser()
-			cancelAlloc()
-		})
-	}
-	defer closeBrowser()
-	defer func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", out.String())
-		}
-	}()
-
-	// The first call starts the browser; it must not carry a short timeout
-	// of its own (chromedp ties the browser's life to it).
-	startedAt := time.Now()
-	if err := chromedp.Do(browserCtx); err != nil {
-		t.Fatalf("starting %s: %v", chromiumPath, err)
-	}
-	t.Logf("chromium started in %v", time.Since(startedAt).Round(time.Millisecond))
 
 	step := func(t *testing.T) context.Context {
 		sctx, scancel := context.WithTimeout(browserCtx, 20*time.Second)

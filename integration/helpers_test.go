@@ -261,7 +261,9 @@ func newTestCA(t testing.TB) *testCA {
 	return ca
 }
 
-// issue returns a server certificate for 127.0.0.1, ::1 and localhost.
+// issue returns a server certificate for 127.0.0.1, ::1 and localhost. The
+// chain carries the CA too: Chrome matches --ignore-certificate-errors-spki-list
+// against the certificates the server sends.
 func (ca *testCA) issue(t testing.TB) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -282,7 +284,7 @@ func (ca *testCA) issue(t testing.TB) tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}
 }
 
 // writeTempFile writes data to a file in the test's temp dir.

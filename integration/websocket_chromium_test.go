@@ -2,12 +2,9 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,9 +36,7 @@ window.result = (async () => {
 // must show that the WebSocket arrived as an RFC 8441 extended CONNECT over
 // HTTP/2 and left as an HTTP/1.1 Upgrade to the backend.
 func TestWebSocketChromiumGateway(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		wsCIRequired(t, chromiumPath, err)
-	}
+	requireChromium(t)
 	backend := startWSOrigin(t, wsOriginConfig{proto: "h1", plain: func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/":
@@ -71,55 +66,14 @@ func TestWebSocketChromiumGateway(t *testing.T) {
 	}
 
 	// Budget: 35 s for the browser session, 5 s to close it.
-	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
-	defer cancel()
-	out := &chromiumOutput{}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromiumPath),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
+	browserCtx, closeBrowser := startChromium(t, 35*time.Second,
 		// No proxy here: Chrome talks to h2proxy as the origin. Every
 		// other name fails without a lookup, so that its background
 		// requests stay off the network; app.localhost resolves to
 		// loopback as any *.localhost does.
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE "+wsRouteHost),
 		chromedp.Flag("ignore-certificate-errors-spki-list", spki),
-		chromedp.CombinedOutput(out),
 	)
-	defer cancelAlloc()
-	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	var closeOnce sync.Once
-	closeBrowser := func() {
-		closeOnce.Do(func() {
-			cctx, ccancel := context.WithTimeout(browserCtx, 5*time.Second)
-			defer ccancel()
-			if err := chromedp.Cancel(cctx); err != nil && !errors.Is(err, context.Canceled) {
-				t.Logf("closing chromium: %v", err)
-			}
-			cancelBrowser()
-			cancelAlloc()
-		})
-	}
-	defer closeBrowser()
-	defer func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", out.String())
-		}
-	}()
-	// The first call starts the browser and must not carry a short
-	// timeout of its own (chromedp ties the browser's life to it).
-	if err := chromedp.Do(browserCtx); err != nil {
-		t.Fatalf("starting %s: %v", chromiumPath, err)
-	}
 
 	sctx, scancel := context.WithTimeout(browserCtx, 20*time.Second)
 	defer scancel()
