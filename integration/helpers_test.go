@@ -431,7 +431,14 @@ func firstLine(s string) string {
 // test ends.
 func dialH2(t testing.TB, p *Proxy) *http2.ClientConn {
 	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", p.Addr, p.TLSConfig("h2"))
+	return dialH2With(t, p, p.TLSConfig("h2"))
+}
+
+// dialH2With is dialH2 with a TLS config of the caller's (another server
+// name, say); it must offer h2.
+func dialH2With(t testing.TB, p *Proxy, conf *tls.Config) *http2.ClientConn {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", p.Addr, conf)
 	if err != nil {
 		t.Fatal(err)
 	}

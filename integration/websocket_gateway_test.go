@@ -157,7 +157,7 @@ func TestWebSocketGateway(t *testing.T) {
 				rt = &wsH1Transport{t: t, p: p, tlsConf: conf, originForm: true}
 			} else {
 				conf.NextProtos = []string{"h2"}
-				rt = &wsH2Transport{t: t, cc: wsDialH2TLS(t, p, conf)}
+				rt = &wsH2Transport{t: t, cc: dialH2With(t, p, conf)}
 			}
 			path := "/ws-" + client
 			c, _, ans, err := wsDialWith(t, ctx, rt, wsRouteURL(t, p, "wss", path), &websocket.DialOptions{HTTPHeader: forged.Clone()})
@@ -208,7 +208,7 @@ func TestWebSocketGateway(t *testing.T) {
 				rt = &wsH1Transport{t: t, p: p, tlsConf: conf, originForm: true}
 			} else {
 				conf.NextProtos = []string{"h2"}
-				rt = &wsH2Transport{t: t, cc: wsDialH2TLS(t, p, conf)}
+				rt = &wsH2Transport{t: t, cc: dialH2With(t, p, conf)}
 			}
 			path := "/ws2-" + client
 			c, _, ans, err := wsDialWith(t, ctx, rt, wsHostURL(t, p, "wss", wsRouteH2Host, path), nil)

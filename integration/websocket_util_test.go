@@ -614,31 +614,3 @@ func wsLogOnFailure(t testing.TB, p *Proxy, what string) {
 		}
 	})
 }
-
-// wsDialH2TLS is dialH2 with a TLS configuration of the test's choosing
-// (the server name of a route, say).
-func wsDialH2TLS(t testing.TB, p *Proxy, conf *tls.Config) *http2.ClientConn {
-	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", p.Addr, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := c.ConnectionState().NegotiatedProtocol; got != "h2" {
-		c.Close()
-		t.Fatalf("ALPN = %q, want h2", got)
-	}
-	cc, err := (&http2.Transport{}).NewClientConn(c)
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	// Extended CONNECT needs the server's SETTINGS first (RFC 8441 §3);
-	// once a PING is answered they have arrived.
-	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
-	defer cancel()
-	if err := cc.Ping(ctx); err != nil {
-		t.Fatalf("h2 PING: %v", err)
-	}
-	return cc
-}
