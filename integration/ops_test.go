@@ -19,6 +19,7 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"golang.org/x/net/http2"
 )
 
 // Tests for running h2proxy in production (issue 6): the cleartext
@@ -90,6 +91,31 @@ func TestPlainListenerConnect(t *testing.T) {
 		io.Reader
 		io.Writer
 	}{br, c}, "plain tunnel")
+}
+
+// TestPlainListenerH2C: the cleartext listener speaks HTTP/2 with prior
+// knowledge (RFC 9113 §3.3) too, CONNECT tunnels included.
+func TestPlainListenerH2C(t *testing.T) {
+	echo := startTarget(t, echoConn)
+	p := StartProxy(t, "--allow-private", "--plain-listen", "127.0.0.1:0")
+	plain := logAddr(t, p, "listening (cleartext)")
+	c, err := net.DialTimeout("tcp", plain, ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(c)
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	tun := mustH2Connect(t, testContext(t, ioTimeout), cc, echo.Addr())
+	echoThrough(t, tun, "h2c tunnel")
+	tun.closeWrite() // END_STREAM; the echo target answers with FIN
+	expectEOF(t, tun, "h2c tunnel")
+	p.WaitLog(t, 5*time.Second, func(l map[string]any) bool {
+		return l["message"] == "access" && l["kind"] == "tunnel" && l["proto"] == "HTTP/2.0" && l["target"] == echo.Addr()
+	})
 }
 
 func TestProxyProtocol(t *testing.T) {
@@ -273,6 +299,18 @@ func TestConfigFile(t *testing.T) {
 	}
 }
 
+// getWithHost sends GET / for host to the proxy over HTTP/1.1 (TLS for
+// 127.0.0.1, Host naming the route) and returns the body.
+func getWithHost(t testing.TB, p *Proxy, host string) string {
+	t.Helper()
+	c := dialH1(t, p)
+	_, port, _ := net.SplitHostPort(p.Addr)
+	c.send(t, []byte("GET / HTTP/1.1\r\nHost: "+host+":"+port+"\r\nConnection: close\r\n\r\n"))
+	resp := c.response(t, http.MethodGet)
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
 // refusedConnect sends CONNECT authority on a new h1 connection and returns
 // the refusal.
 func refusedConnect(t testing.TB, p *Proxy, authority string) *http.Response {
@@ -298,6 +336,24 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	p.Signal(syscall.SIGHUP)
 	p.WaitLog(t, 5*time.Second, func(l map[string]any) bool { return l["message"] == "configuration reloaded" })
 	wantRefusal(t, "after reload", refusedConnect(t, p, echo.Addr()), http.StatusForbidden, "destination_ip_prohibited")
+
+	// Routes change live too: a route added to the file serves its host
+	// after the reload.
+	backend := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "from the backend")
+	}), nil)
+	routeHost := "reload.localhost"
+	if got := getWithHost(t, p, routeHost); strings.Contains(got, "from the backend") {
+		t.Fatalf("before the route exists: %q", got)
+	}
+	write("allow-private: false\nroute: [" + routeHost + "=http://" + backend + "]\n")
+	p.Signal(syscall.SIGHUP)
+	p.WaitLog(t, 5*time.Second, func(l map[string]any) bool {
+		return l["message"] == "configuration reloaded" && strings.Contains(fmt.Sprint(l["changed"]), "route")
+	})
+	if got := getWithHost(t, p, routeHost); got != "from the backend" {
+		t.Fatalf("after the route was added: %q", got)
+	}
 
 	// An invalid file is refused and the running configuration stays.
 	write("allow-private: true\nno-such-key: 1\n")

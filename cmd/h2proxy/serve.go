@@ -72,6 +72,10 @@ func addrOf(ln net.Listener) string {
 func serve(args []string, o *options, log zerolog.Logger, stderr io.Writer) error {
 	zerolog.SetGlobalLevel(mustLevel(o.logLevel))
 	log = log.Level(zerolog.TraceLevel) // the global level filters, so reloads can change it
+	// Before anything is announced: a SIGHUP's default action would kill
+	// a process that has said it is listening.
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 
 	ls, err := listen(o)
 	if err != nil {
@@ -116,8 +120,6 @@ func serve(args []string, o *options, log zerolog.Logger, stderr io.Writer) erro
 	})
 	defer stopWatch()
 
-	sigc := make(chan os.Signal, 2)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for {
 		select {
 		case err := <-errc:
