@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -72,7 +73,12 @@ func (d *dialer) dialTLS(ctx context.Context, t target, base *tls.Config, alpn [
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		c.Close()
-		return nil, &Error{Status: 502, Type: "tls_protocol_error", Err: err}
+		typ := "tls_protocol_error"
+		var cv *tls.CertificateVerificationError
+		if errors.As(err, &cv) {
+			typ = "tls_certificate_error" // RFC 9209 §2.3.14
+		}
+		return nil, &Error{Status: http.StatusBadGateway, Type: typ, Detail: t.host, Err: err}
 	}
 	return tc, nil
 }
