@@ -19,8 +19,9 @@ type activeTunnel struct {
 
 // track registers a tunnel; the returned context is cancelled at the drain
 // deadline. It refuses while the server shuts down (503) and past the
-// per-client cap (429).
-func (s *Server) track(r *http.Request, kind string) (context.Context, func(), *Error) {
+// per-client cap (429). The context derives from parent (r's context, or
+// one without its cancellation for a tunnel that outlives ServeHTTP).
+func (s *Server) track(parent context.Context, r *http.Request, kind string) (context.Context, func(), *Error) {
 	client := clientIP(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -31,7 +32,7 @@ func (s *Server) track(r *http.Request, kind string) (context.Context, func(), *
 		return nil, nil, &Error{Status: http.StatusTooManyRequests, Type: "connection_limit_reached",
 			Detail: fmt.Sprintf("at most %d open tunnels per client", max)}
 	}
-	ctx, cancel := context.WithCancelCause(r.Context())
+	ctx, cancel := context.WithCancelCause(parent)
 	t := &activeTunnel{cancel: cancel}
 	active := s.metrics.activeTunnels.WithLabelValues(protoLabel(r), kind)
 	s.tunnels[t] = struct{}{}
@@ -65,14 +66,35 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, kindTunnel, authority, start, &Error{Status: http.StatusLoopDetected, Type: "proxy_loop_detected", Detail: "CONNECT to the proxy itself"})
 		return
 	}
-	ctx, done, terr := s.track(r, kindTunnel)
+	parent := r.Context()
+	if r.ProtoMajor == 1 {
+		// net/http cancels an HTTP/1.1 request's context when ServeHTTP
+		// returns, and the hijacked tunnel below is spliced after that: it
+		// keeps the values (user, policy) but not the cancellation.
+		parent = context.WithoutCancel(parent)
+	}
+	ctx, done, terr := s.track(parent, r, kindTunnel)
 	if terr != nil {
 		s.fail(w, r, kindTunnel, authority, start, terr)
 		return
 	}
-	defer done()
+	detached := false
+	defer func() {
+		if !detached {
+			done()
+		}
+	}()
 
-	tc, err := s.dialer.dial(ctx, t)
+	dialCtx := ctx
+	if r.ProtoMajor == 1 {
+		// The tunnel's context outlives ServeHTTP (see track); the dial
+		// still ends when the client leaves before the answer.
+		var cancel context.CancelCauseFunc
+		dialCtx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		defer context.AfterFunc(r.Context(), func() { cancel(context.Cause(r.Context())) })()
+	}
+	tc, err := s.dialer.dial(dialCtx, t)
 	if err != nil {
 		s.fail(w, r, kindTunnel, authority, start, asError(err))
 		return
@@ -90,8 +112,25 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.access(r, kindTunnel, authority, http.StatusOK, 0, 0, start, err)
 		return
 	}
-	st, err := tunnel.Splice(ctx, client, target, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
-	s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
+	splice := func() {
+		st, err := tunnel.Splice(ctx, client, target, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
+		s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
+	}
+	if r.ProtoMajor == 1 {
+		// The hijacked connection is ours: splice on a fresh goroutine and
+		// return, so that net/http's per-connection state (its goroutine
+		// stack, grown by the TLS handshake, the response writer and its
+		// buffers) is freed instead of living as long as the tunnel. An
+		// h2 stream, by contrast, lives only while its handler runs.
+		detached = true
+		r = logOnly(r)
+		go func() {
+			defer done()
+			splice()
+		}()
+		return
+	}
+	splice()
 }
 
 func protoLabel(r *http.Request) string {
