@@ -47,6 +47,12 @@ func (t *tunnelConn) Read(p []byte) (int, error) { return t.s.read(p) }
 // for a client that keeps the window shut.
 func (t *tunnelConn) Write(p []byte) (int, error) { return t.s.write(p) }
 
+// WriteSize is the DATA payload that, with its 9-byte frame header, fills
+// one TLS record (tunnel.WriteSizer): a write of a multiple of it goes out
+// as whole records whatever frame size the client allows, where a 32 KiB
+// write would need a third, 9-byte record (and syscall) for the headers.
+func (t *tunnelConn) WriteSize() int { return tlsRecord - frameHeaderLen }
+
 // CloseWrite sends END_STREAM; reading goes on (half-close).
 func (t *tunnelConn) CloseWrite() error { return t.s.end() }
 

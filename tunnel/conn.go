@@ -21,6 +21,14 @@ type Conn interface {
 	Abort(cause error)
 }
 
+// WriteSizer is implemented by a Conn whose writes cost least in
+// multiples of some size: an HTTP/2 stream whose DATA frames each fill a
+// TLS record exactly. Splice then reads in multiples of it while data
+// streams, so that no write ends in a short extra record.
+type WriteSizer interface {
+	WriteSize() int
+}
+
 // Side says which end of a tunnel an error came from.
 type Side int
 

@@ -135,6 +135,12 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 		return n, closeWrite(dst)
 	}
 
+	// A destination that frames its writes may prefer reads of a
+	// multiple of some size (see WriteSizer).
+	unit := 0
+	if ws, ok := dst.(WriteSizer); ok {
+		unit = ws.WriteSize()
+	}
 	small := make([]byte, smallBuf)
 	buf := small
 	var large *[]byte
@@ -157,6 +163,9 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 			case large == nil && n == len(buf):
 				large = largePool.Get().(*[]byte) // data is streaming
 				buf = *large
+				if unit > 0 && unit <= len(buf) {
+					buf = buf[:len(buf)/unit*unit]
+				}
 			case large != nil && n < smallBuf:
 				largePool.Put(large) // a lull: do not hold it while waiting
 				large, buf = nil, small
