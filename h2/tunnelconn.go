@@ -15,6 +15,12 @@ import (
 // direction, RST_STREAM as failure.
 type tunnelConn struct {
 	s *stream
+
+	// detached: the handler may return before the tunnel ends (Detach);
+	// the first Close or Abort then does what the handler's return does
+	// otherwise: cancel the stream's context and free the handler slot.
+	detached bool
+	released bool // guarded by s.c.mu
 }
 
 // acceptTunnel answers the CONNECT with 200 and hdr, without END_STREAM,
@@ -58,7 +64,24 @@ func (t *tunnelConn) CloseWrite() error { return t.s.end() }
 
 // Close releases the stream after a clean end: END_STREAM if not yet sent,
 // and RST_STREAM(NO_ERROR) if the client is still sending.
-func (t *tunnelConn) Close() error { return t.s.finishOut(nil) }
+func (t *tunnelConn) Close() error {
+	err := t.s.finishOut(nil)
+	t.release()
+	return err
+}
+
+// release ends a detached tunnel's hold on its stream, once.
+func (t *tunnelConn) release() {
+	c := t.s.c
+	c.mu.Lock()
+	first := t.detached && !t.released
+	t.released = true
+	c.mu.Unlock()
+	if first {
+		t.s.cancel(errHandlerDone)
+		c.handlerDone()
+	}
+}
 
 // Abort resets the stream with the code RFC 9113 §8.5 asks for: the
 // target failed -> CONNECT_ERROR; the client went away, idle timeout or
@@ -66,8 +89,18 @@ func (t *tunnelConn) Close() error { return t.s.finishOut(nil) }
 func (t *tunnelConn) Abort(cause error) {
 	c := t.s.c
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.resetStream(t.s, abortCode(cause))
+	c.mu.Unlock()
+	t.release()
+}
+
+// detach lets the handler return while the tunnel lives on (see Detach).
+func (rw *responseWriter) detach() error {
+	if rw.tunnel == nil || rw.done {
+		return errors.New("h2: Detach without an accepted tunnel")
+	}
+	rw.tunnel.detached = true
+	return nil
 }
 
 func abortCode(cause error) http2.ErrCode {

@@ -116,21 +116,28 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		st, err := tunnel.Splice(ctx, client, target, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
 		s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
 	}
-	if r.ProtoMajor == 1 {
-		// The hijacked connection is ours: splice on a fresh goroutine and
-		// return, so that net/http's per-connection state (its goroutine
-		// stack, grown by the TLS handshake, the response writer and its
-		// buffers) is freed instead of living as long as the tunnel. An
-		// h2 stream, by contrast, lives only while its handler runs.
-		detached = true
-		r = logOnly(r)
-		go func() {
-			defer done()
-			splice()
-		}()
-		return
+	// Splice on a fresh goroutine and return: an idle tunnel then holds
+	// neither this goroutine's stack, grown by routing, policy and the
+	// dial, nor (HTTP/1.1) net/http's per-connection state (response
+	// writer, buffers, the request). The hijacked connection is ours; an
+	// h2 stream is detached from its handler.
+	if r.ProtoMajor == 2 {
+		if err := h2.Detach(w); err != nil {
+			splice() // not the native engine: the handler must stay
+			return
+		}
+		s.metrics.h2Streams.Inc() // ServeHTTP's count ends when it returns
 	}
-	splice()
+	detached = true
+	proto := r.ProtoMajor
+	r = logOnly(r)
+	go func() {
+		defer done()
+		if proto == 2 {
+			defer s.metrics.h2Streams.Dec()
+		}
+		splice()
+	}()
 }
 
 func protoLabel(r *http.Request) string {
