@@ -197,7 +197,15 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	if s.bodyClosed {
 		c.creditConn(int64(len(data)))
 	} else if len(data) > 0 {
-		s.rbuf.write(data)
+		if s.rbuf.n == 0 && len(s.rdst) >= len(data) {
+			// A reader waits with room: copy straight into its buffer,
+			// one copy (and no pooled chunk) less than through rbuf.
+			n := copy(s.rdst, data)
+			s.rdst = s.rdst[n:]
+			s.rgot += n
+		} else {
+			s.rbuf.write(data)
+		}
 		signal(s.rwake)
 	}
 	if f.StreamEnded() {
