@@ -59,6 +59,13 @@ func (t *tunnelConn) Write(p []byte) (int, error) { return t.s.write(p) }
 // write would need a third, 9-byte record (and syscall) for the headers.
 func (t *tunnelConn) WriteSize() int { return tlsRecord - frameHeaderLen }
 
+// Headroom and WriteHeadroom let Splice leave room for the DATA frame
+// header in front of what it reads (tunnel.HeadroomWriter), so that an
+// idle connection writes frame and data from Splice's buffer as they are.
+func (t *tunnelConn) Headroom() int { return frameHeaderLen }
+
+func (t *tunnelConn) WriteHeadroom(b []byte) (int, error) { return t.s.writeFramed(b) }
+
 // CloseWrite sends END_STREAM; reading goes on (half-close).
 func (t *tunnelConn) CloseWrite() error { return t.s.end() }
 

@@ -158,6 +158,47 @@ func (c *conn) writeThrough(s *stream, p []byte) (int, error) {
 		batchPool.Put(bp)
 	}
 	c.mu.Lock()
+	c.directDone(err)
+	return total, err
+}
+
+// writeFramed writes b[frameHeaderLen:] as DATA of s. When the connection
+// is idle (as for writeThrough), nothing else is queued and the data fits
+// one frame and both windows, the frame header goes into
+// b[:frameHeaderLen] and b is written as it is: no copy at all. Otherwise
+// the data takes the path of write.
+func (s *stream) writeFramed(b []byte) (int, error) {
+	p := b[frameHeaderLen:]
+	n := len(p)
+	c := s.c
+	c.mu.Lock()
+	if s.sendCheck() != nil || c.writing || c.writerStop || c.writeErr != nil ||
+		len(c.ready) > 0 || len(c.ctrl) > 0 || s.queued || len(s.hdrs) > 0 || s.sbuf.n > 0 ||
+		n == 0 || n > c.dataFrameMax() || int64(n) > s.sendWindow || int64(n) > c.sendWindow {
+		c.mu.Unlock()
+		return s.write(p)
+	}
+	c.writing = true
+	c.bb.b = b[:0]
+	c.dataHeader(s, n, false) // in place: b has the room
+	c.bb.b = nil
+	s.sendWindow -= int64(n)
+	c.sendWindow -= int64(n)
+	stopping := c.writerStop
+	c.mu.Unlock()
+	err := c.writeConn(b, stopping)
+	c.mu.Lock()
+	c.directDone(err)
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// directDone ends a write made on a handler's goroutine. Called with c.mu
+// held and c.writing set.
+func (c *conn) directDone(err error) {
 	c.writing = false
 	if err != nil {
 		c.writeErr = err
@@ -166,7 +207,6 @@ func (c *conn) writeThrough(s *stream, p []byte) (int, error) {
 	if c.hasWork() || c.writerStop || err != nil {
 		signal(c.wwake) // the writer may have skipped a wake-up while we wrote
 	}
-	return total, err
 }
 
 func (c *conn) writeConn(buf []byte, stopping bool) error {
