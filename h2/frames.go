@@ -117,11 +117,16 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if c.sendWindow > maxWindow {
 			return &connError{http2.ErrCodeFlowControl, "connection window overflow"}
 		}
-		for _, s := range c.connBlocked {
-			c.ready = append(c.ready, s) // still marked queued
+		if len(c.connBlocked) > 0 {
+			for _, s := range c.connBlocked {
+				c.ready = append(c.ready, s) // still marked queued
+			}
+			c.connBlocked = c.connBlocked[:0]
+			signal(c.wwake)
 		}
-		c.connBlocked = c.connBlocked[:0]
-		signal(c.wwake)
+		// Otherwise the writer has nothing new to do: a client returning
+		// window every few kilobytes (x/net's does) must not wake it each
+		// time.
 		return nil
 	}
 	s := c.streams[f.StreamID]
