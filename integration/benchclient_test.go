@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -21,8 +22,8 @@ import (
 // for every 4 KiB it reads, a WINDOW_UPDATE record for every TLS record of
 // data, and copies each DATA payload from its frame buffer into a pipe
 // and out again. benchH2, as Chrome does, returns window when half of it
-// was consumed, and copies a payload straight into a waiting Read's
-// buffer. It still speaks real HTTP/2 to the real binary: SETTINGS, HPACK,
+// was consumed, copies a payload straight into a waiting Read's buffer,
+// and has no reader goroutine (see await). It still speaks real HTTP/2 to the real binary: SETTINGS, HPACK,
 // flow control both ways, END_STREAM, RST_STREAM.
 type benchH2 struct {
 	tc *tls.Conn
@@ -41,7 +42,9 @@ type benchH2 struct {
 	peerMaxFrame int
 	connUnacked  int64
 	err          error
-	connCond     *sync.Cond // connection window or failure
+	rfr          *http2.Framer  // used by the goroutine in the reader role
+	reading      bool           // a waiting goroutine is reading frames
+	waiters      []*benchStream // the others waiting, oldest first
 }
 
 const (
@@ -77,7 +80,6 @@ func dialBenchH2(b *testing.B, p *Proxy) *benchH2 {
 	}
 	h := &benchH2{tc: c, streams: map[uint32]*benchStream{}, nextID: 1,
 		sendConn: 65535, peerInit: 65535, peerMaxFrame: 16 << 10}
-	h.connCond = sync.NewCond(&h.mu)
 	h.wfr = http2.NewFramer(&h.wbuf, nil)
 	h.henc = hpack.NewEncoder(&h.hbuf)
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
@@ -90,12 +92,10 @@ func dialBenchH2(b *testing.B, p *Proxy) *benchH2 {
 			http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20})
 	})
 	h.write(func() error { return h.wfr.WriteWindowUpdate(0, benchConnWindow-65535) })
-	rfr := http2.NewFramer(nil, c)
-	rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	rfr.SetMaxReadFrameSize(1 << 20)
-	done := make(chan struct{})
-	go func() { defer close(done); h.readLoop(rfr) }()
-	b.Cleanup(func() { c.Close(); <-done })
+	h.rfr = http2.NewFramer(nil, c)
+	h.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	h.rfr.SetMaxReadFrameSize(1 << 20)
+	b.Cleanup(func() { c.Close() })
 	return h
 }
 
@@ -115,96 +115,118 @@ func (h *benchH2) writeLocked(fn func() error) error {
 	return err
 }
 
-func (h *benchH2) readLoop(fr *http2.Framer) {
-	for {
-		f, err := fr.ReadFrame()
-		h.mu.Lock()
-		if err != nil {
-			h.err = err
-			for _, s := range h.streams {
-				s.cond.Broadcast()
-			}
-			h.connCond.Broadcast()
-			h.mu.Unlock()
-			return
+// await waits, with h.mu held, until ready() holds or the connection
+// failed. There is no reader goroutine: a goroutine that waits reads
+// frames itself while no other does (and the others wait for the frames
+// it hands them), so a lone stream's Read takes its DATA without a switch
+// to another goroutine, as an HTTP/1.1 client reading its socket does.
+func (h *benchH2) await(s *benchStream, ready func() bool) {
+	for !ready() && h.err == nil {
+		if h.reading {
+			h.waiters = append(h.waiters, s)
+			s.cond.Wait()
+			h.waiters = slices.DeleteFunc(h.waiters, func(w *benchStream) bool { return w == s })
+			continue
 		}
-		var s *benchStream
-		if id := f.Header().StreamID; id != 0 {
-			s = h.streams[id]
-		}
-		var reply func() error
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = f.ForeachSetting(func(st http2.Setting) error {
-					switch st.ID {
-					case http2.SettingInitialWindowSize:
-						for _, s := range h.streams {
-							s.sendWin += int64(st.Val) - h.peerInit
-						}
-						h.peerInit = int64(st.Val)
-					case http2.SettingMaxFrameSize:
-						h.peerMaxFrame = int(st.Val)
-					}
-					return nil
-				})
-				reply = h.wfr.WriteSettingsAck
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				data := f.Data
-				reply = func() error { return h.wfr.WritePing(true, data) }
-			}
-		case *http2.WindowUpdateFrame:
-			if f.StreamID == 0 {
-				h.sendConn += int64(f.Increment)
-			} else if s != nil {
-				s.sendWin += int64(f.Increment)
-			}
-		case *http2.MetaHeadersFrame:
-			if s != nil {
-				s.status = 1
-				if v := f.PseudoValue("status"); len(v) == 3 {
-					s.status = int(v[0]-'0')*100 + int(v[1]-'0')*10 + int(v[2]-'0')
-				}
-				s.remoteEnded = s.remoteEnded || f.StreamEnded()
-				s.ended = s.remoteEnded
-			}
-		case *http2.DataFrame:
-			if s != nil {
-				data := f.Data()
-				if len(s.buf) == s.r && len(s.rdst) > 0 {
-					n := copy(s.rdst, data)
-					s.rdst, s.rgot, data = s.rdst[n:], s.rgot+n, data[n:]
-				}
-				s.buf = append(s.buf, data...)
-				if f.StreamEnded() {
-					s.ended, s.remoteEnded = true, true
-				}
-			}
-		case *http2.RSTStreamFrame:
-			if s != nil {
-				s.reset = http2.StreamError{StreamID: f.StreamID, Code: f.ErrCode}
-			}
-		case *http2.GoAwayFrame:
-			if f.ErrCode != http2.ErrCodeNo {
-				h.err = errors.New("GOAWAY " + f.ErrCode.String())
-			}
-		}
-		if s != nil {
-			s.cond.Broadcast()
-		}
-		if f.Header().StreamID == 0 {
-			h.connCond.Broadcast()
-			for _, s := range h.streams {
-				s.cond.Broadcast()
-			}
-		}
-		h.mu.Unlock()
+		h.reading = true
+		reply := h.readOne()
+		h.reading = false
 		if reply != nil {
+			h.mu.Unlock()
 			_ = h.write(reply)
+			h.mu.Lock()
 		}
 	}
+	if !h.reading && len(h.waiters) > 0 {
+		h.waiters[0].cond.Broadcast() // someone must read on
+	}
+}
+
+// readOne reads and applies one frame; h.mu is held except while reading.
+// It returns a reply to write, if any.
+func (h *benchH2) readOne() (reply func() error) {
+	h.mu.Unlock()
+	f, err := h.rfr.ReadFrame()
+	h.mu.Lock()
+	if err != nil {
+		h.err = err
+		for _, s := range h.streams {
+			s.cond.Broadcast()
+		}
+		return nil
+	}
+	var s *benchStream
+	if id := f.Header().StreamID; id != 0 {
+		s = h.streams[id]
+	}
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			_ = f.ForeachSetting(func(st http2.Setting) error {
+				switch st.ID {
+				case http2.SettingInitialWindowSize:
+					for _, s := range h.streams {
+						s.sendWin += int64(st.Val) - h.peerInit
+					}
+					h.peerInit = int64(st.Val)
+				case http2.SettingMaxFrameSize:
+					h.peerMaxFrame = int(st.Val)
+				}
+				return nil
+			})
+			reply = h.wfr.WriteSettingsAck
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			data := f.Data
+			reply = func() error { return h.wfr.WritePing(true, data) }
+		}
+	case *http2.WindowUpdateFrame:
+		if f.StreamID == 0 {
+			h.sendConn += int64(f.Increment)
+		} else if s != nil {
+			s.sendWin += int64(f.Increment)
+		}
+	case *http2.MetaHeadersFrame:
+		if s != nil {
+			s.status = 1
+			if v := f.PseudoValue("status"); len(v) == 3 {
+				s.status = int(v[0]-'0')*100 + int(v[1]-'0')*10 + int(v[2]-'0')
+			}
+			s.remoteEnded = s.remoteEnded || f.StreamEnded()
+			s.ended = s.remoteEnded
+		}
+	case *http2.DataFrame:
+		if s != nil {
+			data := f.Data()
+			if len(s.buf) == s.r && len(s.rdst) > 0 {
+				n := copy(s.rdst, data)
+				s.rdst, s.rgot, data = s.rdst[n:], s.rgot+n, data[n:]
+			}
+			s.buf = append(s.buf, data...)
+			if f.StreamEnded() {
+				s.ended, s.remoteEnded = true, true
+			}
+		}
+	case *http2.RSTStreamFrame:
+		if s != nil {
+			s.reset = http2.StreamError{StreamID: f.StreamID, Code: f.ErrCode}
+		}
+	case *http2.GoAwayFrame:
+		if f.ErrCode != http2.ErrCodeNo {
+			h.err = errors.New("GOAWAY " + f.ErrCode.String())
+		}
+	}
+	// A stream's Read and Write may both wait on its cond: wake both.
+	if s != nil {
+		s.cond.Broadcast()
+	}
+	if f.Header().StreamID == 0 {
+		for _, s := range h.waiters {
+			s.cond.Broadcast()
+		}
+	}
+	return reply
 }
 
 // connect opens a CONNECT stream to authority and waits for its 200.
@@ -230,9 +252,7 @@ func (h *benchH2) connect(b *testing.B, authority string) *benchStream {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for s.status == 0 && s.reset == nil && h.err == nil {
-		s.cond.Wait()
-	}
+	h.await(s, func() bool { return s.status != 0 || s.reset != nil })
 	if s.status != 200 {
 		b.Fatalf("CONNECT %s: status %d, reset %v, conn %v", authority, s.status, s.reset, h.err)
 	}
@@ -242,15 +262,10 @@ func (h *benchH2) connect(b *testing.B, authority string) *benchStream {
 func (s *benchStream) Read(p []byte) (int, error) {
 	h := s.h
 	h.mu.Lock()
-	n := 0
-	for len(s.buf) == s.r && !s.ended && s.reset == nil && h.err == nil {
-		s.rdst = p
-		s.cond.Wait()
-		n, s.rdst, s.rgot = s.rgot, nil, 0
-		if n > 0 {
-			break
-		}
-	}
+	s.rdst = p // frames for s may be copied straight into p
+	h.await(s, func() bool { return s.rgot > 0 || len(s.buf) > s.r || s.ended || s.reset != nil })
+	n := s.rgot
+	s.rdst, s.rgot = nil, 0
 	if n == 0 && len(s.buf) == s.r {
 		defer h.mu.Unlock()
 		switch {
@@ -292,13 +307,7 @@ func (s *benchStream) Write(p []byte) (int, error) {
 	total := 0
 	for len(p) > 0 {
 		h.mu.Lock()
-		for (s.sendWin <= 0 || h.sendConn <= 0) && s.reset == nil && h.err == nil {
-			if h.sendConn <= 0 {
-				h.connCond.Wait()
-			} else {
-				s.cond.Wait()
-			}
-		}
+		h.await(s, func() bool { return s.sendWin > 0 && h.sendConn > 0 || s.reset != nil })
 		if err := s.reset; err != nil || h.err != nil {
 			h.mu.Unlock()
 			if err == nil {
