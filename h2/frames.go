@@ -117,11 +117,16 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if c.sendWindow > maxWindow {
 			return &connError{http2.ErrCodeFlowControl, "connection window overflow"}
 		}
-		for _, s := range c.connBlocked {
-			c.ready = append(c.ready, s) // still marked queued
+		if len(c.connBlocked) > 0 {
+			for _, s := range c.connBlocked {
+				c.ready = append(c.ready, s) // still marked queued
+			}
+			c.connBlocked = c.connBlocked[:0]
+			signal(c.wwake)
 		}
-		c.connBlocked = c.connBlocked[:0]
-		signal(c.wwake)
+		// Otherwise the writer has nothing new to do: a client returning
+		// window every few kilobytes (x/net's does) must not wake it each
+		// time.
 		return nil
 	}
 	s := c.streams[f.StreamID]
@@ -197,7 +202,15 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	if s.bodyClosed {
 		c.creditConn(int64(len(data)))
 	} else if len(data) > 0 {
-		s.rbuf.write(data)
+		if s.rbuf.n == 0 && len(s.rdst) >= len(data) {
+			// A reader waits with room: copy straight into its buffer,
+			// one copy (and no pooled chunk) less than through rbuf.
+			n := copy(s.rdst, data)
+			s.rdst = s.rdst[n:]
+			s.rgot += n
+		} else {
+			s.rbuf.write(data)
+		}
 		signal(s.rwake)
 	}
 	if f.StreamEnded() {

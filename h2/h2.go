@@ -68,8 +68,8 @@ func Protocol(r *http.Request) string {
 
 // Accept answers the CONNECT stream r with 200 and hdr and returns the stream
 // as one end of a tunnel: DATA frames in both directions (RFC 9113 §8.5).
-// The handler must not return before the tunnel is closed. w must come
-// from this package's engine.
+// When the handler returns, the tunnel is closed, unless it was detached
+// (Detach). w must come from this package's engine.
 func Accept(w http.ResponseWriter, r *http.Request, hdr http.Header) (tunnel.Conn, error) {
 	if t, ok := w.(interface {
 		acceptTunnel(http.Header) (tunnel.Conn, error)
@@ -77,4 +77,18 @@ func Accept(w http.ResponseWriter, r *http.Request, hdr http.Header) (tunnel.Con
 		return t.acceptTunnel(hdr)
 	}
 	return nil, errors.New("h2: Accept on a request not served by the h2 engine")
+}
+
+// Detach lets the handler of an accepted tunnel (Accept) return while the
+// tunnel lives on, as a hijacked HTTP/1.1 connection does: the caller then
+// must Close or Abort the tunnel, which ends the stream, cancels r's
+// context and frees the handler's slot (so MaxConcurrentStreams still
+// bounds the goroutines behind a connection's streams). An idle tunnel
+// then needs no handler goroutine, whose stack grew with everything the
+// handler did before (routing, policy, the dial).
+func Detach(w http.ResponseWriter) error {
+	if d, ok := w.(interface{ detach() error }); ok {
+		return d.detach()
+	}
+	return errors.New("h2: Detach on a request not served by the h2 engine")
 }

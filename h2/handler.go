@@ -161,13 +161,22 @@ func (c *conn) startHandler(ps *pendingStart) error {
 }
 
 func (c *conn) runHandler(ps *pendingStart) {
-	defer c.handlerDone()
+	detached := false
+	defer func() {
+		if !detached {
+			c.handlerDone()
+		}
+	}()
 	panicked := true
 	defer func() {
 		if !panicked {
-			ps.rw.finish()
+			// A detached tunnel keeps the handler slot until it is closed
+			// (tunnelConn.release), so resets still cannot multiply the
+			// goroutines behind streams.
+			detached = ps.rw.finish()
 			return
 		}
+
 		e := recover()
 		if e != http.ErrAbortHandler {
 			buf := make([]byte, 16<<10)

@@ -173,17 +173,22 @@ func (rw *responseWriter) commit(final bool) error {
 
 // finish completes the response after the handler returned: headers if
 // not yet sent, buffered body, trailers, END_STREAM; and RST_STREAM
-// NO_ERROR if the client is still sending (RFC 9113 §8.1).
-func (rw *responseWriter) finish() {
+// NO_ERROR if the client is still sending (RFC 9113 §8.1). It reports
+// whether the stream is a detached tunnel, which lives on.
+func (rw *responseWriter) finish() (detached bool) {
 	if rw.done {
-		return
+		return false
 	}
-	defer rw.s.cancel(errHandlerDone)
 	if rw.tunnel != nil {
 		rw.done = true
+		if rw.tunnel.detached {
+			return true
+		}
 		_ = rw.tunnel.Close()
-		return
+		rw.s.cancel(errHandlerDone)
+		return false
 	}
+	defer rw.s.cancel(errHandlerDone)
 	if rw.status == 0 {
 		rw.WriteHeader(http.StatusOK)
 	}
@@ -198,6 +203,7 @@ func (rw *responseWriter) finish() {
 	_ = rw.writeBuffered()
 	_ = rw.s.finishOut(trailers)
 	rw.buf = nil
+	return false
 }
 
 var errHandlerDone = errors.New("h2: handler returned")
@@ -208,6 +214,9 @@ func (rw *responseWriter) abort(code http2.ErrCode) {
 	c := rw.s.c
 	c.mu.Lock()
 	c.resetStream(rw.s, code)
+	if rw.tunnel != nil {
+		rw.tunnel.released = true // runHandler frees the handler slot
+	}
 	c.mu.Unlock()
 	rw.s.cancel(errHandlerDone)
 }

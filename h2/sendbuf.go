@@ -55,6 +55,14 @@ func (s *stream) write(p []byte) (int, error) {
 		if err := s.sendCheck(); err != nil {
 			return total, err
 		}
+		if n, err := c.writeThrough(s, p); n > 0 || err != nil {
+			p = p[n:]
+			total += n
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
 		room := c.cfg.StreamSendBuffer - s.sbuf.n
 		if room <= 0 {
 			if !waited {

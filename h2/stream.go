@@ -66,6 +66,8 @@ type stream struct {
 	gotLen      int64
 	trailer     http.Header // request trailers, handed over at EOF
 	rwake       chan struct{}
+	rdst        []byte // the buffer of a reader waiting in read, not yet filled
+	rgot        int    // bytes onData copied into that buffer
 
 	// send side, in wire order: header blocks (1xx, final), buffered DATA,
 	// trailers, END_STREAM
@@ -108,9 +110,21 @@ func (s *stream) read(p []byte) (int, error) {
 		if !s.remoteOpen() {
 			return 0, io.EOF
 		}
+		s.rdst = p // onData may copy DATA straight into p
 		c.mu.Unlock()
 		<-s.rwake
 		c.mu.Lock()
+		n := s.rgot
+		s.rdst, s.rgot = nil, 0
+		if n > 0 {
+			if s.err != nil || s.bodyClosed {
+				// Dropped like buffered input on a reset or a closed body.
+				c.creditConn(int64(n))
+				continue
+			}
+			c.creditRecv(s, int64(n))
+			return n, nil
+		}
 	}
 	n := s.rbuf.read(p)
 	c.creditRecv(s, int64(n))

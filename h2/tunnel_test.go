@@ -281,3 +281,58 @@ func TestTunnelClientNoErrorResetAfterEndIsFIN(t *testing.T) {
 		t.Fatal("target never saw the end")
 	}
 }
+
+// A detached tunnel (Detach) outlives its handler: data and half-close
+// still pass, and its handler slot is freed only when the tunnel ends, so
+// MaxConcurrentStreams keeps bounding the goroutines behind streams.
+func TestTunnelDetached(t *testing.T) {
+	addr := target(t, func(c *net.TCPConn) {
+		got, err := io.ReadAll(c)
+		if err != nil {
+			return
+		}
+		_, _ = c.Write(append([]byte("got:"), got...))
+		_ = c.CloseWrite()
+	})
+	returned := make(chan struct{}, 1)
+	spliced := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		tc, err := net.Dial("tcp", addr)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		c, err := Accept(w, r, nil)
+		if err != nil {
+			_ = tc.Close()
+			return
+		}
+		if err := Detach(w); err != nil {
+			t.Error(err)
+		}
+		go func() {
+			defer close(spliced)
+			<-returned // the splice starts only once the handler is gone
+			_, _ = tunnel.Splice(r.Context(), c, tunnel.NetConn(tc, nil), tunnel.Options{})
+		}()
+		returned <- struct{}{}
+	})
+	rc := newRawClient(t, Config{MaxConcurrentStreams: 1}, h, false)
+	openTunnel(t, rc)
+	rc.must(rc.fr.WriteData(1, false, []byte("ping ")))
+	rc.must(rc.fr.WriteData(1, true, []byte("pong")))
+	r := rc.readResponse(1)
+	if string(r.body) != "got:ping pong" || !r.ended || r.rst != nil {
+		t.Fatalf("tunnel answer %q ended=%v rst=%v", r.body, r.ended, r.rst)
+	}
+	<-spliced
+	// With one handler slot, stream 3 runs only if the tunnel gave it back.
+	rc.get(3, "/")
+	if r := rc.readResponse(3); r.status != http.StatusNoContent {
+		t.Fatalf("stream after a detached tunnel: %+v", r)
+	}
+}

@@ -15,6 +15,12 @@ import (
 // direction, RST_STREAM as failure.
 type tunnelConn struct {
 	s *stream
+
+	// detached: the handler may return before the tunnel ends (Detach);
+	// the first Close or Abort then does what the handler's return does
+	// otherwise: cancel the stream's context and free the handler slot.
+	detached bool
+	released bool // guarded by s.c.mu
 }
 
 // acceptTunnel answers the CONNECT with 200 and hdr, without END_STREAM,
@@ -47,12 +53,42 @@ func (t *tunnelConn) Read(p []byte) (int, error) { return t.s.read(p) }
 // for a client that keeps the window shut.
 func (t *tunnelConn) Write(p []byte) (int, error) { return t.s.write(p) }
 
+// WriteSize is the DATA payload that, with its 9-byte frame header, fills
+// one TLS record (tunnel.WriteSizer): a write of a multiple of it goes out
+// as whole records whatever frame size the client allows, where a 32 KiB
+// write would need a third, 9-byte record (and syscall) for the headers.
+func (t *tunnelConn) WriteSize() int { return tlsRecord - frameHeaderLen }
+
+// Headroom and WriteHeadroom let Splice leave room for the DATA frame
+// header in front of what it reads (tunnel.HeadroomWriter), so that an
+// idle connection writes frame and data from Splice's buffer as they are.
+func (t *tunnelConn) Headroom() int { return frameHeaderLen }
+
+func (t *tunnelConn) WriteHeadroom(b []byte) (int, error) { return t.s.writeFramed(b) }
+
 // CloseWrite sends END_STREAM; reading goes on (half-close).
 func (t *tunnelConn) CloseWrite() error { return t.s.end() }
 
 // Close releases the stream after a clean end: END_STREAM if not yet sent,
 // and RST_STREAM(NO_ERROR) if the client is still sending.
-func (t *tunnelConn) Close() error { return t.s.finishOut(nil) }
+func (t *tunnelConn) Close() error {
+	err := t.s.finishOut(nil)
+	t.release()
+	return err
+}
+
+// release ends a detached tunnel's hold on its stream, once.
+func (t *tunnelConn) release() {
+	c := t.s.c
+	c.mu.Lock()
+	first := t.detached && !t.released
+	t.released = true
+	c.mu.Unlock()
+	if first {
+		t.s.cancel(errHandlerDone)
+		c.handlerDone()
+	}
+}
 
 // Abort resets the stream with the code RFC 9113 §8.5 asks for: the
 // target failed -> CONNECT_ERROR; the client went away, idle timeout or
@@ -60,8 +96,18 @@ func (t *tunnelConn) Close() error { return t.s.finishOut(nil) }
 func (t *tunnelConn) Abort(cause error) {
 	c := t.s.c
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.resetStream(t.s, abortCode(cause))
+	c.mu.Unlock()
+	t.release()
+}
+
+// detach lets the handler return while the tunnel lives on (see Detach).
+func (rw *responseWriter) detach() error {
+	if rw.tunnel == nil || rw.done {
+		return errors.New("h2: Detach without an accepted tunnel")
+	}
+	rw.tunnel.detached = true
+	return nil
 }
 
 func abortCode(cause error) http2.ErrCode {

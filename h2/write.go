@@ -32,9 +32,10 @@ func (w *batchBuf) Write(p []byte) (int, error) {
 }
 
 const (
-	batchTarget  = 64 << 10
-	maxDataFrame = 64 << 10 // even when the client allows larger frames
-	tlsRecord    = 16 << 10 // TLS plaintext record size (RFC 8446 §5.1)
+	batchTarget    = 64 << 10
+	maxDataFrame   = 64 << 10 // even when the client allows larger frames
+	tlsRecord      = 16 << 10 // TLS plaintext record size (RFC 8446 §5.1)
+	frameHeaderLen = 9        // RFC 9113 §4.1
 )
 
 // batchPool lends the writer its buffer for one batch only, so that an
@@ -121,6 +122,93 @@ func (c *conn) writeDirect() {
 	}
 }
 
+// writeThrough writes p as DATA frames of s straight from the caller's
+// buffer when nothing else waits to be written: no other stream is
+// ready, s has nothing queued and no goroutine is writing. It saves the
+// copy into the send buffer and the send buffer's pooled chunks; the
+// batch is written on this (a handler's) goroutine, as writeDirect does.
+// It returns how much of p went out; the rest takes the buffered path.
+// Called with c.mu held.
+func (c *conn) writeThrough(s *stream, p []byte) (int, error) {
+	if c.writing || c.writerStop || c.writeErr != nil || len(c.ready) > 0 ||
+		s.queued || len(s.hdrs) > 0 || s.sbuf.n > 0 || s.sendWindow <= 0 || c.sendWindow <= 0 {
+		return 0, nil
+	}
+	c.writing = true
+	bp := batchPool.Get().(*[]byte)
+	c.bb.b = (*bp)[:0]
+	c.fillBatch() // control frames first, as always
+	total := 0
+	for len(p) > 0 && len(c.bb.b) < batchTarget && s.sendWindow > 0 && c.sendWindow > 0 {
+		n := min(len(p), int(s.sendWindow), int(c.sendWindow), c.dataFrameMax())
+		c.dataHeader(s, n, false)
+		c.bb.b = append(c.bb.b, p[:n]...)
+		s.sendWindow -= int64(n)
+		c.sendWindow -= int64(n)
+		p = p[n:]
+		total += n
+	}
+	buf := c.bb.b
+	c.bb.b = nil
+	stopping := c.writerStop
+	c.mu.Unlock()
+	err := c.writeConn(buf, stopping)
+	if cap(buf) <= 4*batchTarget {
+		*bp = buf[:0]
+		batchPool.Put(bp)
+	}
+	c.mu.Lock()
+	c.directDone(err)
+	return total, err
+}
+
+// writeFramed writes b[frameHeaderLen:] as DATA of s. When the connection
+// is idle (as for writeThrough), nothing else is queued and the data fits
+// one frame and both windows, the frame header goes into
+// b[:frameHeaderLen] and b is written as it is: no copy at all. Otherwise
+// the data takes the path of write.
+func (s *stream) writeFramed(b []byte) (int, error) {
+	p := b[frameHeaderLen:]
+	n := len(p)
+	c := s.c
+	c.mu.Lock()
+	if s.sendCheck() != nil || c.writing || c.writerStop || c.writeErr != nil ||
+		len(c.ready) > 0 || len(c.ctrl) > 0 || s.queued || len(s.hdrs) > 0 || s.sbuf.n > 0 ||
+		n == 0 || n > c.dataFrameMax() || int64(n) > s.sendWindow || int64(n) > c.sendWindow {
+		c.mu.Unlock()
+		return s.write(p)
+	}
+	c.writing = true
+	c.bb.b = b[:0]
+	c.dataHeader(s, n, false) // in place: b has the room
+	c.bb.b = nil
+	s.sendWindow -= int64(n)
+	c.sendWindow -= int64(n)
+	stopping := c.writerStop
+	c.mu.Unlock()
+	err := c.writeConn(b, stopping)
+	c.mu.Lock()
+	c.directDone(err)
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// directDone ends a write made on a handler's goroutine. Called with c.mu
+// held and c.writing set.
+func (c *conn) directDone(err error) {
+	c.writing = false
+	if err != nil {
+		c.writeErr = err
+		_ = c.nc.Close()
+	}
+	if c.hasWork() || c.writerStop || err != nil {
+		signal(c.wwake) // the writer may have skipped a wake-up while we wrote
+	}
+}
+
 func (c *conn) writeConn(buf []byte, stopping bool) error {
 	if len(buf) == 0 {
 		return nil
@@ -192,12 +280,19 @@ func (c *conn) writeCtrl(f *ctrlFrame) {
 // short record at its end.
 func (c *conn) dataFrameMax() int {
 	m := min(c.peerMaxFrame+9, maxDataFrame)
-	return m/tlsRecord*tlsRecord - 9
+	return m/tlsRecord*tlsRecord - frameHeaderLen
 }
 
 // writeDataFrame appends a DATA frame (§6.1) with n bytes from s's send
 // buffer: one copy of the payload, no padding.
 func (c *conn) writeDataFrame(s *stream, n int, end bool) {
+	c.dataHeader(s, n, end)
+	c.bb.b = s.sbuf.appendTo(c.bb.b, n)
+}
+
+// dataHeader appends the header of a DATA frame with n bytes of payload
+// and accounts for the WINDOW_UPDATEs it entitles the client to.
+func (c *conn) dataHeader(s *stream, n int, end bool) {
 	var flags byte
 	if end {
 		flags = byte(http2.FlagDataEndStream)
@@ -205,7 +300,6 @@ func (c *conn) writeDataFrame(s *stream, n int, end bool) {
 	id := s.id
 	c.bb.b = append(c.bb.b, byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), flags,
 		byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
-	c.bb.b = s.sbuf.appendTo(c.bb.b, n)
 	if c.wuBudget < wuBudgetMax {
 		// A client may return window every 4 KiB it consumes (x/net's
 		// client does), on the stream and on the connection.

@@ -19,8 +19,9 @@ type activeTunnel struct {
 
 // track registers a tunnel; the returned context is cancelled at the drain
 // deadline. It refuses while the server shuts down (503) and past the
-// per-client cap (429).
-func (s *Server) track(r *http.Request, kind string) (context.Context, func(), *Error) {
+// per-client cap (429). The context derives from parent (r's context, or
+// one without its cancellation for a tunnel that outlives ServeHTTP).
+func (s *Server) track(parent context.Context, r *http.Request, kind string) (context.Context, func(), *Error) {
 	client := clientIP(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -31,7 +32,7 @@ func (s *Server) track(r *http.Request, kind string) (context.Context, func(), *
 		return nil, nil, &Error{Status: http.StatusTooManyRequests, Type: "connection_limit_reached",
 			Detail: fmt.Sprintf("at most %d open tunnels per client", max)}
 	}
-	ctx, cancel := context.WithCancelCause(r.Context())
+	ctx, cancel := context.WithCancelCause(parent)
 	t := &activeTunnel{cancel: cancel}
 	active := s.metrics.activeTunnels.WithLabelValues(protoLabel(r), kind)
 	s.tunnels[t] = struct{}{}
@@ -65,14 +66,35 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, kindTunnel, authority, start, &Error{Status: http.StatusLoopDetected, Type: "proxy_loop_detected", Detail: "CONNECT to the proxy itself"})
 		return
 	}
-	ctx, done, terr := s.track(r, kindTunnel)
+	parent := r.Context()
+	if r.ProtoMajor == 1 {
+		// net/http cancels an HTTP/1.1 request's context when ServeHTTP
+		// returns, and the hijacked tunnel below is spliced after that: it
+		// keeps the values (user, policy) but not the cancellation.
+		parent = context.WithoutCancel(parent)
+	}
+	ctx, done, terr := s.track(parent, r, kindTunnel)
 	if terr != nil {
 		s.fail(w, r, kindTunnel, authority, start, terr)
 		return
 	}
-	defer done()
+	detached := false
+	defer func() {
+		if !detached {
+			done()
+		}
+	}()
 
-	tc, err := s.dialer.dial(ctx, t)
+	dialCtx := ctx
+	if r.ProtoMajor == 1 {
+		// The tunnel's context outlives ServeHTTP (see track); the dial
+		// still ends when the client leaves before the answer.
+		var cancel context.CancelCauseFunc
+		dialCtx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		defer context.AfterFunc(r.Context(), func() { cancel(context.Cause(r.Context())) })()
+	}
+	tc, err := s.dialer.dial(dialCtx, t)
 	if err != nil {
 		s.fail(w, r, kindTunnel, authority, start, asError(err))
 		return
@@ -90,8 +112,32 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.access(r, kindTunnel, authority, http.StatusOK, 0, 0, start, err)
 		return
 	}
-	st, err := tunnel.Splice(ctx, client, target, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
-	s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
+	splice := func() {
+		st, err := tunnel.Splice(ctx, client, target, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
+		s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
+	}
+	// Splice on a fresh goroutine and return: an idle tunnel then holds
+	// neither this goroutine's stack, grown by routing, policy and the
+	// dial, nor (HTTP/1.1) net/http's per-connection state (response
+	// writer, buffers, the request). The hijacked connection is ours; an
+	// h2 stream is detached from its handler.
+	if r.ProtoMajor == 2 {
+		if err := h2.Detach(w); err != nil {
+			splice() // not the native engine: the handler must stay
+			return
+		}
+		s.metrics.h2Streams.Inc() // ServeHTTP's count ends when it returns
+	}
+	detached = true
+	proto := r.ProtoMajor
+	r = logOnly(r)
+	go func() {
+		defer done()
+		if proto == 2 {
+			defer s.metrics.h2Streams.Dec()
+		}
+		splice()
+	}()
 }
 
 func protoLabel(r *http.Request) string {

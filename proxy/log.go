@@ -50,3 +50,11 @@ func (s *Server) access(r *http.Request, kind, target string, status int, up, do
 		m.tunnels.WithLabelValues(outcome(err)).Inc()
 	}
 }
+
+// logOnly returns what access reads of r (client, protocol, method, and
+// the context holding the user), for a tunnel that outlives its handler:
+// the request's header, URL and TLS state need not live as long.
+func logOnly(r *http.Request) *http.Request {
+	return (&http.Request{Method: r.Method, Proto: r.Proto, ProtoMajor: r.ProtoMajor,
+		ProtoMinor: r.ProtoMinor, RemoteAddr: r.RemoteAddr}).WithContext(r.Context())
+}

@@ -216,12 +216,23 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	tcfg := withALPN(s.cfg.TLSConfig)
 	if get := tcfg.GetConfigForClient; get != nil {
+		// The source hands out the same *tls.Config until it reloads, so
+		// its ALPN copy is made once per config, not once per handshake:
+		// a tls.Conn keeps its config for life, and a copy per connection
+		// costs every idle tunnel about a kilobyte.
+		type alpnCopy struct{ src, out *tls.Config }
+		var last atomic.Pointer[alpnCopy]
 		tcfg.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
 			c, err := get(hi)
 			if c == nil || err != nil {
 				return c, err
 			}
-			return withALPN(c), nil
+			if l := last.Load(); l != nil && l.src == c {
+				return l.out, nil
+			}
+			out := withALPN(c)
+			last.Store(&alpnCopy{src: c, out: out})
+			return out, nil
 		}
 	}
 	tl := newTLSListener(ln, tcfg, s.cfg.ReadHeaderTimeout, s.handshakeDone, s.handshakeFailed)

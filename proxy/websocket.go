@@ -193,7 +193,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, wt wsTar
 		s.fail(w, r, kindWebSocket, target, start, errBadRequest(err.Error()))
 		return
 	}
-	ctx, done, terr := s.track(r, kindWebSocket)
+	ctx, done, terr := s.track(r.Context(), r, kindWebSocket)
 	if terr != nil {
 		s.fail(w, r, kindWebSocket, target, start, terr)
 		return

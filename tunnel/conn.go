@@ -21,6 +21,26 @@ type Conn interface {
 	Abort(cause error)
 }
 
+// WriteSizer is implemented by a Conn whose writes cost least in
+// multiples of some size: an HTTP/2 stream whose DATA frames each fill a
+// TLS record exactly. Splice then reads in multiples of it while data
+// streams, so that no write ends in a short extra record.
+type WriteSizer interface {
+	WriteSize() int
+}
+
+// HeadroomWriter is implemented by a Conn that puts a header of its own
+// in front of what it writes (an HTTP/2 DATA frame header). Splice then
+// reads bulk data Headroom() bytes into its buffer and calls WriteHeadroom
+// with the buffer from its start: the Conn may fill b[:Headroom()] with its
+// header and write header and data together, without copying the data. It
+// writes b[Headroom():] as Write would and returns how much of that it
+// wrote.
+type HeadroomWriter interface {
+	Headroom() int
+	WriteHeadroom(b []byte) (int, error)
+}
+
 // Side says which end of a tunnel an error came from.
 type Side int
 

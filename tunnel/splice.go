@@ -135,6 +135,19 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 		return n, closeWrite(dst)
 	}
 
+	// A destination that frames its writes may prefer reads of a
+	// multiple of some size (see WriteSizer).
+	unit := 0
+	if ws, ok := dst.(WriteSizer); ok {
+		unit = ws.WriteSize()
+	}
+	// One that puts a header in front of what it writes gets room for it
+	// in front of the data read into the large buffer (see HeadroomWriter).
+	hw, _ := dst.(HeadroomWriter)
+	room := 0
+	if hw != nil {
+		room = hw.Headroom()
+	}
 	small := make([]byte, smallBuf)
 	buf := small
 	var large *[]byte
@@ -148,7 +161,13 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			activity.Store(time.Now().UnixNano())
-			w, werr := dst.Write(buf[:n])
+			var w int
+			var werr error
+			if large != nil && hw != nil {
+				w, werr = hw.WriteHeadroom((*large)[:room+n])
+			} else {
+				w, werr = dst.Write(buf[:n])
+			}
 			total += int64(w)
 			if werr != nil {
 				return total, &Error{Side: to, Err: werr}
@@ -156,7 +175,10 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 			switch {
 			case large == nil && n == len(buf):
 				large = largePool.Get().(*[]byte) // data is streaming
-				buf = *large
+				buf = (*large)[room:]
+				if unit > 0 && unit <= len(buf) {
+					buf = buf[:len(buf)/unit*unit]
+				}
 			case large != nil && n < smallBuf:
 				largePool.Put(large) // a lull: do not hold it while waiting
 				large, buf = nil, small

@@ -169,3 +169,76 @@ func TestPendingBytesFirst(t *testing.T) {
 	target.Close()
 	io.ReadAll(client)
 }
+
+// framer is a Conn that frames what it writes, using Splice's headroom:
+// each write becomes a 4-byte length and the data.
+type framer struct {
+	Conn
+	headroomWrites int
+}
+
+func (f *framer) WriteSize() int { return 1000 }
+func (f *framer) Headroom() int  { return 4 }
+func (f *framer) WriteHeadroom(b []byte) (int, error) {
+	f.headroomWrites++
+	n := len(b) - 4
+	b[0], b[1], b[2], b[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	if _, err := f.Conn.Write(b); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+func (f *framer) Write(p []byte) (int, error) {
+	b := append([]byte{byte(len(p) >> 24), byte(len(p) >> 16), byte(len(p) >> 8), byte(len(p))}, p...)
+	if _, err := f.Conn.Write(b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Bulk data towards a HeadroomWriter arrives intact, framed from Splice's
+// own buffer, in reads of at most a multiple of its WriteSize.
+func TestSpliceHeadroom(t *testing.T) {
+	client, pc := tcpPair(t)
+	pt, target := tcpPair(t)
+	f := &framer{Conn: NetConn(pc, nil)}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Splice(context.Background(), f, &hidden{NetConn(pt, nil)}, Options{})
+		done <- err
+	}()
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	go func() {
+		_, _ = target.Write(want)
+		_ = target.CloseWrite()
+	}()
+	var got []byte
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(client, hdr[:]); err != nil {
+			break
+		}
+		n := int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
+		if max := (largeBuf - 4) / 1000 * 1000; n > max {
+			t.Errorf("bulk frame of %d bytes, want at most %d (a multiple of WriteSize)", n, max)
+		}
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(client, buf); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes, want %d (equal prefix: %v)", len(got), len(want), bytes.HasPrefix(want, got))
+	}
+	_ = client.CloseWrite()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if f.headroomWrites == 0 {
+		t.Error("no write used the headroom")
+	}
+}
