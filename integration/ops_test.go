@@ -354,6 +354,14 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if got := getWithHost(t, p, routeHost); got != "from the backend" {
 		t.Fatalf("after the route was added: %q", got)
 	}
+	// The local CA's certificate now covers the new route host too.
+	conf := p.TLSConfig("http/1.1")
+	conf.ServerName = routeHost
+	c, err := tls.Dial("tcp", p.Addr, conf)
+	if err != nil {
+		t.Fatalf("TLS to the new route host: %v", err)
+	}
+	c.Close()
 
 	// An invalid file is refused and the running configuration stays.
 	write("allow-private: true\nno-such-key: 1\n")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -108,10 +109,18 @@ func (c *certificates) fileSource(o *options) (*certs.FileSource, error) {
 }
 
 // reload re-reads static certificate files (a SIGHUP after renewal) or
-// switches to other files. ACME renews by itself; the local CA needs
-// nothing.
+// switches to other files. ACME renews by itself; the local CA issues a
+// new leaf when the route hosts it must cover changed.
 func (c *certificates) reload(old, n *options) error {
 	if n.certFile == "" {
+		if c.ca == nil || slices.Equal(old.routeHosts(), n.routeHosts()) {
+			return nil
+		}
+		cfg, err := c.ca.TLSConfig(append(localNames(), n.routeHosts()...))
+		if err != nil {
+			return err
+		}
+		c.set(localSource{c.ca, cfg})
 		return nil
 	}
 	if n.certFile == old.certFile && n.keyFile == old.keyFile {
