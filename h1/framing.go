@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // net/http resolves a request carrying both Content-Length and
@@ -37,6 +38,7 @@ func Watch(c net.Conn) net.Conn {
 
 type watchedConn struct {
 	net.Conn
+	done      atomic.Bool // the framing is no longer followed
 	mu        sync.Mutex
 	f         framer
 	conflicts []bool // one per head seen, oldest first
@@ -52,9 +54,10 @@ func (c *watchedTLSConn) ConnectionState() tls.ConnectionState { return c.tls.Co
 
 func (c *watchedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 {
+	if n > 0 && !c.done.Load() {
 		c.mu.Lock()
 		c.f.feed(p[:n], func(conflict bool) { c.conflicts = append(c.conflicts, conflict) })
+		c.done.Store(c.f.state == stDone) // h2c, or a tunnel: stop looking
 		c.mu.Unlock()
 	}
 	return n, err

@@ -118,9 +118,7 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 			return &connError{http2.ErrCodeFlowControl, "connection window overflow"}
 		}
 		if len(c.connBlocked) > 0 {
-			for _, s := range c.connBlocked {
-				c.ready = append(c.ready, s) // still marked queued
-			}
+			c.ready = append(c.ready, c.connBlocked...) // still marked queued
 			c.connBlocked = c.connBlocked[:0]
 			signal(c.wwake)
 		}

@@ -150,15 +150,7 @@ func TestWebSocketGateway(t *testing.T) {
 	for _, client := range []string{"h1client", "h2client"} {
 		t.Run("websocket/"+client, func(t *testing.T) {
 			ctx := testContext(t, 15*time.Second)
-			conf := &tls.Config{RootCAs: p.Roots, ServerName: wsRouteHost}
-			var rt wsTransport
-			if client == "h1client" {
-				conf.NextProtos = []string{"http/1.1"}
-				rt = &wsH1Transport{t: t, p: p, tlsConf: conf, originForm: true}
-			} else {
-				conf.NextProtos = []string{"h2"}
-				rt = &wsH2Transport{t: t, cc: dialH2With(t, p, conf)}
-			}
+			rt := gatewayTransport(t, p, client, wsRouteHost)
 			path := "/ws-" + client
 			c, _, ans, err := wsDialWith(t, ctx, rt, wsRouteURL(t, p, "wss", path), &websocket.DialOptions{HTTPHeader: forged.Clone()})
 			if err != nil {
@@ -201,15 +193,7 @@ func TestWebSocketGateway(t *testing.T) {
 	for _, client := range []string{"h1client", "h2client"} {
 		t.Run("websocket-h2backend/"+client, func(t *testing.T) {
 			ctx := testContext(t, 15*time.Second)
-			conf := &tls.Config{RootCAs: p.Roots, ServerName: wsRouteH2Host}
-			var rt wsTransport
-			if client == "h1client" {
-				conf.NextProtos = []string{"http/1.1"}
-				rt = &wsH1Transport{t: t, p: p, tlsConf: conf, originForm: true}
-			} else {
-				conf.NextProtos = []string{"h2"}
-				rt = &wsH2Transport{t: t, cc: dialH2With(t, p, conf)}
-			}
+			rt := gatewayTransport(t, p, client, wsRouteH2Host)
 			path := "/ws2-" + client
 			c, _, ans, err := wsDialWith(t, ctx, rt, wsHostURL(t, p, "wss", wsRouteH2Host, path), nil)
 			if err != nil {
@@ -240,4 +224,17 @@ func TestWebSocketGateway(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gatewayTransport is a WebSocket client transport that talks to the proxy
+// as the origin host (gateway mode): an HTTP/1.1 Upgrade in origin form for
+// "h1client", an RFC 8441 extended CONNECT for "h2client".
+func gatewayTransport(t *testing.T, p *Proxy, client, host string) wsTransport {
+	conf := &tls.Config{RootCAs: p.Roots, ServerName: host}
+	if client == "h1client" {
+		conf.NextProtos = []string{"http/1.1"}
+		return &wsH1Transport{t: t, p: p, tlsConf: conf, originForm: true}
+	}
+	conf.NextProtos = []string{"h2"}
+	return &wsH2Transport{t: t, cc: dialH2With(t, p, conf)}
 }

@@ -106,18 +106,12 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 		// http:// URLs this way (https:// goes through CONNECT).
 		scheme = "http"
 	}
-	authority := r.Host
-	if r.URL.IsAbs() {
-		authority = r.URL.Host
-	}
-	defPort := uint16(80)
-	if scheme == "https" {
-		defPort = 443
-	} else if scheme != "http" {
+	authority := requestTarget(r)
+	if scheme != "http" && scheme != "https" {
 		s.fail(w, r, kindForward, authority, start, errBadRequest("unsupported scheme "+scheme))
 		return
 	}
-	t, perr := parseAuthority(authority, defPort)
+	t, perr := parseAuthority(authority, defaultPort(scheme))
 	if perr == nil {
 		perr = s.policyFrom(r.Context()).precheck(t)
 	}
@@ -142,21 +136,6 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 		err = fi.err
 	}
 	s.access(r, kindForward, t.authority(), cw.status, body.n.Load(), cw.n, start, err)
-}
-
-func isWebSocketUpgrade(h http.Header) bool {
-	return headerHasToken(h, "Connection", "upgrade") && strings.EqualFold(strings.TrimSpace(h.Get("Upgrade")), "websocket")
-}
-
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // hopHeaders are removed when a message crosses the proxy (RFC 9110

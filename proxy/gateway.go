@@ -3,13 +3,14 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/h2proxy/h2proxy/ws"
 )
 
 // Route sends requests addressed to Host to Backend: h2proxy as the
@@ -49,18 +50,11 @@ func (s *Server) SetRoutes(routes []Route) {
 // routeFor returns the route for a request addressed to one of the route
 // hosts, on a port of ours or none.
 func (s *Server) routeFor(r *http.Request) (Route, bool) {
-	authority := r.Host
-	if r.Method != http.MethodConnect && r.URL.IsAbs() {
-		authority = r.URL.Host
-	}
-	host, port, err := net.SplitHostPort(authority)
-	if err != nil {
-		host, port = authority, ""
-	}
+	host, port := splitAuthority(requestTarget(r))
 	if port != "" && !s.own.ports[port] {
 		return Route{}, false
 	}
-	rt, ok := (*s.routes.Load())[strings.ToLower(strings.TrimSuffix(host, "."))]
+	rt, ok := (*s.routes.Load())[host]
 	return rt, ok
 }
 
@@ -68,14 +62,10 @@ func (s *Server) routeFor(r *http.Request) (Route, bool) {
 func (s *Server) serveRoute(w http.ResponseWriter, r *http.Request, rt Route) {
 	start := time.Now()
 	r = r.WithContext(context.WithValue(r.Context(), policyKey{}, routePolicy))
-	if r.Method == http.MethodConnect || isWebSocketUpgrade(r.Header) {
+	if r.Method == http.MethodConnect || ws.IsUpgrade(r.Header) {
 		wt := wsTarget{scheme: rt.Backend.Scheme, path: joinPath(rt.Backend.Path, r.URL.RequestURI()), extra: s.forwardedFor(r, r.Header)}
-		defPort := uint16(80)
-		if wt.scheme == "https" {
-			defPort = 443
-		}
 		var perr *Error
-		if wt.t, perr = parseAuthority(rt.Backend.Host, defPort); perr != nil {
+		if wt.t, perr = parseAuthority(rt.Backend.Host, defaultPort(wt.scheme)); perr != nil {
 			s.fail(w, r, kindRoute, rt.Host, start, perr)
 			return
 		}

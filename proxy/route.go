@@ -13,6 +13,7 @@ import (
 
 	"github.com/h2proxy/h2proxy/h1"
 	"github.com/h2proxy/h2proxy/h2"
+	"github.com/h2proxy/h2proxy/ws"
 )
 
 // Request kinds, as logged and counted.
@@ -68,7 +69,7 @@ func (s *Server) kindOf(r *http.Request) string {
 		return kindTunnel
 	case !s.isProxyRequest(r):
 		return kindLocal
-	case r.ProtoMajor == 1 && isWebSocketUpgrade(r.Header):
+	case r.ProtoMajor == 1 && ws.IsUpgrade(r.Header):
 		return kindWebSocket
 	}
 	return kindForward
@@ -134,11 +135,8 @@ func (s *Server) isProbeDomain(target string) bool {
 	if s.cfg.ProbeDomain == "" {
 		return false
 	}
-	host, _, err := net.SplitHostPort(target)
-	if err != nil {
-		host = target
-	}
-	return strings.EqualFold(strings.TrimSuffix(host, "."), s.cfg.ProbeDomain)
+	host, _ := splitAuthority(target)
+	return host == strings.ToLower(strings.TrimSuffix(s.cfg.ProbeDomain, "."))
 }
 
 // requestTarget is the authority a proxy request is for.
@@ -156,11 +154,7 @@ func (s *Server) isProxyRequest(r *http.Request) bool {
 	if r.ProtoMajor == 1 && !r.URL.IsAbs() {
 		return false
 	}
-	host := r.Host
-	if r.URL.IsAbs() {
-		host = r.URL.Host
-	}
-	return !s.own.match(host)
+	return !s.own.match(requestTarget(r))
 }
 
 // serveLocal answers requests addressed to the proxy itself with a small
@@ -226,12 +220,16 @@ func (o ownNames) self(ap netip.AddrPort) bool {
 }
 
 func (o ownNames) match(authority string) bool {
+	host, port := splitAuthority(authority)
+	return (port == "" || o.ports[port]) && o.hosts[host]
+}
+
+// splitAuthority splits host[:port] for comparing names: the host comes
+// lower-case, without brackets or a trailing dot; port is "" when absent.
+func splitAuthority(authority string) (host, port string) {
 	host, port, err := net.SplitHostPort(authority)
 	if err != nil {
 		host, port = strings.Trim(authority, "[]"), ""
 	}
-	if port != "" && !o.ports[port] {
-		return false
-	}
-	return o.hosts[strings.ToLower(strings.TrimSuffix(host, "."))]
+	return strings.ToLower(strings.TrimSuffix(host, ".")), port
 }

@@ -123,7 +123,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("proxy: Config.TLSConfig is required")
 	}
 	if cfg.ProxyProtocol && len(cfg.TrustedProxies) == 0 {
-		return nil, errors.New("PROXY protocol needs the trusted proxies' addresses: set --trusted-proxies CIDR,...")
+		return nil, errors.New("PROXY protocol needs the trusted proxies' addresses: set --trusted-proxies to the load balancers' CIDRs")
 	}
 	if cfg.UpstreamTLS == nil {
 		cfg.UpstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12}

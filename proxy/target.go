@@ -20,6 +20,14 @@ func (t target) authority() string {
 	return net.JoinHostPort(t.host, strconv.Itoa(int(t.port)))
 }
 
+// defaultPort is the port an http or https URL without one means.
+func defaultPort(scheme string) uint16 {
+	if scheme == "https" {
+		return 443
+	}
+	return 80
+}
+
 // parseAuthority parses the authority of a request target (RFC 9110 §7.2,
 // RFC 3986 §3.2.2). For CONNECT (RFC 9110 §9.3.6) the port is required and
 // defaultPort is 0. IPv4 addresses written in any form that resolvers and

@@ -275,11 +275,7 @@ func proxyWebSocketTarget(r *http.Request) (wsTarget, *Error) {
 	default:
 		return wsTarget{}, errBadRequest("unsupported WebSocket scheme " + strconv.Quote(scheme))
 	}
-	defPort := uint16(80)
-	if scheme == "https" {
-		defPort = 443
-	}
-	t, perr := parseAuthority(authority, defPort)
+	t, perr := parseAuthority(authority, defaultPort(scheme))
 	if perr != nil {
 		return wsTarget{}, perr
 	}

@@ -61,16 +61,21 @@ func Splice(ctx context.Context, client, target Conn, opt Options) (Stats, error
 
 	// Decided before the directions start: Read changes what rawTCP sees.
 	kernel := rawTCP(client) != nil && rawTCP(target) != nil
+	// Reads stamp the time only when an idle timeout needs it.
+	var activity *atomic.Int64
+	if opt.IdleTimeout > 0 {
+		activity = &t.activity
+	}
 	var st Stats
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
 		var err error
-		st.Up, err = pipe(target, client, Client, &t.activity, kernel)
+		st.Up, err = pipe(target, client, Client, activity, kernel)
 		t.fail(err)
 	}()
 	var err error
-	st.Down, err = pipe(client, target, Target, &t.activity, kernel)
+	st.Down, err = pipe(client, target, Target, activity, kernel)
 	t.fail(err)
 	<-upDone
 
@@ -160,7 +165,9 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			activity.Store(time.Now().UnixNano())
+			if activity != nil {
+				activity.Store(time.Now().UnixNano())
+			}
 			var w int
 			var werr error
 			if large != nil && hw != nil {

@@ -16,6 +16,12 @@ const (
 	hdrExtensions = "Sec-Websocket-Extensions"
 )
 
+// IsUpgrade reports an HTTP/1.1 opening handshake: Connection lists
+// "upgrade" and Upgrade is "websocket" (RFC 6455 §4.1).
+func IsUpgrade(h http.Header) bool {
+	return hasToken(h.Values("Connection"), "upgrade") && strings.EqualFold(strings.TrimSpace(h.Get("Upgrade")), "websocket")
+}
+
 // Offer is what a client asks for in its opening handshake, in a form
 // independent of HTTP/1.1 or HTTP/2.
 type Offer struct {

@@ -39,7 +39,6 @@ type certificates struct {
 	ca   *certs.LocalCA     // the local CA, when it is the source
 	acme *certs.ACMEManager // the ACME manager, when it is the source
 	log  zerolog.Logger
-	opts func() *options
 }
 
 func (c *certificates) set(src certSource) {
