@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/h2proxy/h2proxy/tunnel"
 )
 
 // connError ends the connection with GOAWAY(code) (RFC 9113 §5.4.1).
@@ -57,6 +59,7 @@ type conn struct {
 	remoteAddr string
 	br         *bufio.Reader
 	fr         *http2.Framer
+	batch      tunnel.Batcher // under TLS: gathers a batch's records into one write
 
 	wfr        *http2.Framer
 	bb         batchBuf
@@ -129,6 +132,7 @@ func newConn(srv *Server, nc net.Conn, h http.Handler, sawPreface bool) *conn {
 	if tc, ok := nc.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		c.tlsState = &st
+		c.batch, _ = tc.NetConn().(tunnel.Batcher)
 	}
 	c.br = bufio.NewReader(nc)
 	c.fr = http2.NewFramer(nil, c.br)
@@ -306,12 +310,13 @@ func (c *conn) teardown(err error, graceful bool) {
 // in flight from the client do not make the kernel answer with a TCP RST
 // that would destroy our GOAWAY before the client read it.
 func (c *conn) lingerClose() {
-	var tcp *net.TCPConn
-	switch nc := c.nc.(type) {
-	case *net.TCPConn:
-		tcp = nc
-	case *tls.Conn:
-		tcp, _ = nc.NetConn().(*net.TCPConn)
+	nc := c.nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	tcp, _ := nc.(*net.TCPConn)
+	if w, ok := nc.(interface{ TCPConn() (*net.TCPConn, bool) }); ok {
+		tcp, _ = w.TCPConn() // below a PROXY protocol reader or a BatchConn
 	}
 	if tcp != nil && tcp.CloseWrite() == nil {
 		_ = tcp.SetReadDeadline(time.Now().Add(lingerTimeout))

@@ -216,7 +216,16 @@ func (c *conn) writeConn(buf []byte, stopping bool) error {
 	if c.cfg.WriteTimeout > 0 && !stopping {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
 	}
+	if c.batch == nil || len(buf) <= tlsRecord {
+		_, err := c.nc.Write(buf)
+		return err
+	}
+	// More than one TLS record: send them with one system call.
+	c.batch.Hold()
 	_, err := c.nc.Write(buf)
+	if ferr := c.batch.Flush(); err == nil {
+		err = ferr
+	}
 	return err
 }
 

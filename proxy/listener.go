@@ -11,6 +11,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/h2proxy/h2proxy/h1"
+	"github.com/h2proxy/h2proxy/tunnel"
 )
 
 // tlsListener accepts TCP connections and runs each TLS handshake in a
@@ -54,7 +55,9 @@ func (l *tlsListener) acceptLoop() {
 }
 
 func (l *tlsListener) handshake(c net.Conn) {
-	tc := tls.Server(c, l.cfg)
+	// BatchConn lets the HTTP/2 writer send a batch of TLS records with
+	// one system call.
+	tc := tls.Server(tunnel.NewBatchConn(c), l.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {

@@ -1,0 +1,113 @@
+package tunnel
+
+import (
+	"net"
+	"sync"
+)
+
+// BatchConn is a net.Conn whose writes can be gathered into one: between
+// Hold and Flush, Write only appends to a buffer, and Flush sends it with
+// one system call. It goes under a TLS connection (tls.Server(NewBatchConn
+// (c), cfg)): crypto/tls writes every record of a large Write on its own,
+// one system call per 16 KiB, which on a busy tunnel costs more than the
+// encryption; held, the records of one Write leave in one call and, over
+// TCP, in full segments.
+//
+// Writes that are not held (handshake, alerts, close_notify) go straight
+// through. A held Write from another goroutine (tls serialises its
+// records) is sent by the next Flush, in order.
+type BatchConn struct {
+	net.Conn
+
+	mu   sync.Mutex
+	held int
+	buf  *[]byte // pooled; nil when nothing is held
+}
+
+// maxHeld bounds what a hold gathers: beyond it Write sends what it has,
+// so a huge Write never builds a huge buffer.
+const maxHeld = 256 << 10
+
+var batchPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 160<<10)
+	return &b
+}}
+
+// NewBatchConn wraps c.
+func NewBatchConn(c net.Conn) *BatchConn { return &BatchConn{Conn: c} }
+
+// Hold makes writes gather until the matching Flush.
+func (c *BatchConn) Hold() {
+	c.mu.Lock()
+	c.held++
+	c.mu.Unlock()
+}
+
+// Flush ends a Hold and, when it was the last one, writes what was
+// gathered. It returns the error of that write.
+func (c *BatchConn) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.held--
+	if c.held > 0 {
+		return nil
+	}
+	return c.flushLocked()
+}
+
+func (c *BatchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held == 0 {
+		return c.Conn.Write(p)
+	}
+	if c.buf == nil {
+		c.buf = batchPool.Get().(*[]byte)
+	}
+	if len(*c.buf)+len(p) > maxHeld {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		if len(p) > maxHeld {
+			return c.Conn.Write(p)
+		}
+		c.buf = batchPool.Get().(*[]byte)
+	}
+	*c.buf = append(*c.buf, p...)
+	return len(p), nil
+}
+
+// flushLocked writes the gathered bytes and gives the buffer back, so an
+// idle connection holds none.
+func (c *BatchConn) flushLocked() error {
+	if c.buf == nil {
+		return nil
+	}
+	b := c.buf
+	c.buf = nil
+	_, err := c.Conn.Write(*b)
+	if cap(*b) <= 2*maxHeld {
+		*b = (*b)[:0]
+		batchPool.Put(b)
+	}
+	return err
+}
+
+// TCPConn returns the TCP connection underneath, as a PROXY protocol
+// connection does, for half-close and reset.
+func (c *BatchConn) TCPConn() (*net.TCPConn, bool) {
+	switch nc := c.Conn.(type) {
+	case *net.TCPConn:
+		return nc, true
+	case interface{ TCPConn() (*net.TCPConn, bool) }:
+		return nc.TCPConn()
+	}
+	return nil, false
+}
+
+// Batcher is what a connection offers when its writes can be gathered
+// (see BatchConn); for a TLS connection, look at its NetConn.
+type Batcher interface {
+	Hold()
+	Flush() error
+}

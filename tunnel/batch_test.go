@@ -1,0 +1,150 @@
+package tunnel
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+)
+
+// recordingConn is a net.Conn that records each Write it gets.
+type recordingConn struct {
+	net.Conn
+	writes [][]byte
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+func TestBatchConnGathersHeldWrites(t *testing.T) {
+	rc := &recordingConn{}
+	c := NewBatchConn(rc)
+
+	c.Write([]byte("direct"))
+	c.Hold()
+	c.Write([]byte("a"))
+	c.Hold() // nested: only the outer Flush writes
+	c.Write([]byte("b"))
+	if err := c.Flush(); err != nil || len(rc.writes) != 1 {
+		t.Fatalf("inner Flush: %v, %d writes; want nothing sent yet", err, len(rc.writes))
+	}
+	c.Write([]byte("c"))
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rc.writes) != 2 || string(rc.writes[0]) != "direct" || string(rc.writes[1]) != "abc" {
+		t.Fatalf("writes %q, want [direct abc]", rc.writes)
+	}
+	if c.buf != nil {
+		t.Fatal("buffer kept after Flush")
+	}
+
+	// A hold never gathers more than maxHeld.
+	rc.writes = nil
+	c.Hold()
+	big := make([]byte, maxHeld/2+1)
+	for range 3 {
+		c.Write(big)
+	}
+	c.Flush()
+	total := 0
+	for _, w := range rc.writes {
+		if len(w) > maxHeld {
+			t.Fatalf("one write of %d bytes, above %d", len(w), maxHeld)
+		}
+		total += len(w)
+	}
+	if len(rc.writes) != 3 || total != 3*len(big) {
+		t.Fatalf("%d writes, %d bytes", len(rc.writes), total)
+	}
+}
+
+// Under TLS, a held large Write leaves as one write of whole records,
+// which the peer decrypts as usual.
+func TestBatchConnUnderTLS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cert := selfSigned(t)
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB: 8 records
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}}))
+		got <- b
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &countingConn{Conn: raw}
+	bc := NewBatchConn(rc)
+	tc := tls.Client(bc, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	before := rc.n
+	bc.Hold()
+	if _, err := tc.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if rc.n-before != 1 {
+		t.Fatalf("%d socket writes for one held Write, want 1", rc.n-before)
+	}
+	if tcp, ok := bc.TCPConn(); !ok || tcp == nil {
+		t.Fatal("TCPConn does not find the socket")
+	}
+	tc.Close()
+	if b := <-got; !bytes.Equal(b, payload) {
+		t.Fatalf("peer read %d bytes, want %d", len(b), len(payload))
+	}
+}
+
+type countingConn struct {
+	net.Conn
+	n int
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.n++
+	return c.Conn.Write(p)
+}
+
+func (c *countingConn) TCPConn() (*net.TCPConn, bool) {
+	tcp, ok := c.Conn.(*net.TCPConn)
+	return tcp, ok
+}
+
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
