@@ -58,11 +58,10 @@ type benchStream struct {
 	id          uint32
 	cond        *sync.Cond // guarded by h.mu
 	status      int
-	buf         []byte // received; buf[r:] not yet read
-	r           int
-	rdst        []byte // a waiting Read's buffer, not yet filled
-	rgot        int    // bytes copied into it
-	ended       bool   // END_STREAM received
+	buf         bytes.Buffer // received, not yet read (slides its data down rather than growing without end)
+	rdst        []byte       // a waiting Read's buffer, not yet filled
+	rgot        int          // bytes copied into it
+	ended       bool         // END_STREAM received
 	reset       error
 	sendWin     int64
 	unacked     int64
@@ -199,11 +198,11 @@ func (h *benchH2) readOne() (reply func() error) {
 	case *http2.DataFrame:
 		if s != nil {
 			data := f.Data()
-			if len(s.buf) == s.r && len(s.rdst) > 0 {
+			if s.buf.Len() == 0 && len(s.rdst) > 0 {
 				n := copy(s.rdst, data)
 				s.rdst, s.rgot, data = s.rdst[n:], s.rgot+n, data[n:]
 			}
-			s.buf = append(s.buf, data...)
+			s.buf.Write(data)
 			if f.StreamEnded() {
 				s.ended, s.remoteEnded = true, true
 			}
@@ -263,10 +262,10 @@ func (s *benchStream) Read(p []byte) (int, error) {
 	h := s.h
 	h.mu.Lock()
 	s.rdst = p // frames for s may be copied straight into p
-	h.await(s, func() bool { return s.rgot > 0 || len(s.buf) > s.r || s.ended || s.reset != nil })
+	h.await(s, func() bool { return s.rgot > 0 || s.buf.Len() > 0 || s.ended || s.reset != nil })
 	n := s.rgot
 	s.rdst, s.rgot = nil, 0
-	if n == 0 && len(s.buf) == s.r {
+	if n == 0 && s.buf.Len() == 0 {
 		defer h.mu.Unlock()
 		switch {
 		case s.reset != nil:
@@ -277,10 +276,7 @@ func (s *benchStream) Read(p []byte) (int, error) {
 		return 0, h.err
 	}
 	if n == 0 {
-		n = copy(p, s.buf[s.r:])
-		if s.r += n; s.r == len(s.buf) {
-			s.buf, s.r = s.buf[:0], 0 // reuse the buffer from its start
-		}
+		n, _ = s.buf.Read(p)
 	}
 	// Return window in halves of it, on the stream and the connection.
 	s.unacked += int64(n)
