@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-
-	"github.com/h2proxy/h2proxy/tunnel"
 )
 
 // streamState is the server side of the RFC 9113 §5.1 state machine. The
@@ -132,59 +129,6 @@ func (s *stream) read(p []byte) (int, error) {
 	n := s.rbuf.read(p)
 	c.creditRecv(s, int64(n))
 	return n, nil
-}
-
-// writeTo is read's counterpart for a tunnel (io.WriterTo): it hands the
-// buffered chunks to w as they are, several at a time with one writev when
-// w can (tunnel.BuffersWriter), instead of copying them into the caller's
-// buffer first. Window is returned once w took the bytes, as read returns
-// it once they were copied. It returns nil at END_STREAM.
-func (s *stream) writeTo(w io.Writer) (int64, error) {
-	bw, _ := w.(tunnel.BuffersWriter)
-	var total int64
-	c := s.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for {
-		for s.rbuf.n == 0 {
-			if s.err != nil {
-				return total, s.err
-			}
-			if !s.remoteOpen() {
-				return total, nil
-			}
-			c.mu.Unlock()
-			<-s.rwake
-			c.mu.Lock()
-		}
-		chunks, n := s.rbuf.chunks, s.rbuf.n
-		s.rbuf.chunks, s.rbuf.n = nil, 0
-		c.mu.Unlock()
-		bufs := make(net.Buffers, 0, len(chunks))
-		for _, ch := range chunks {
-			bufs = append(bufs, ch.b[ch.r:ch.w])
-		}
-		var err error
-		if bw != nil {
-			_, err = bw.WriteBuffers(&bufs)
-		} else {
-			for _, b := range bufs {
-				if _, err = w.Write(b); err != nil {
-					break
-				}
-			}
-		}
-		for _, ch := range chunks {
-			chunkPool.Put(ch)
-		}
-		c.mu.Lock()
-		if err != nil {
-			c.creditConn(int64(n))
-			return total, err
-		}
-		total += int64(n)
-		c.creditRecv(s, int64(n))
-	}
 }
 
 // recvBuf holds received DATA in pooled chunks; a stream whose data was

@@ -3,7 +3,6 @@ package h2
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 
 	"golang.org/x/net/http2"
@@ -49,11 +48,6 @@ func (rw *responseWriter) acceptTunnel(hdr http.Header) (tunnel.Conn, error) {
 // Read returns request DATA; io.EOF after END_STREAM; a *StreamError after
 // the client reset the stream.
 func (t *tunnelConn) Read(p []byte) (int, error) { return t.s.read(p) }
-
-// WriteTo writes request DATA to w as it arrives, from the stream's own
-// buffers (io.WriterTo, used by tunnel.Splice); it returns nil after
-// END_STREAM and a *StreamError after a reset.
-func (t *tunnelConn) WriteTo(w io.Writer) (int64, error) { return t.s.writeTo(w) }
 
 // Write sends p as DATA under flow control; it waits at most WriteTimeout
 // for a client that keeps the window shut.

@@ -140,20 +140,6 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 		return n, closeWrite(dst)
 	}
 
-	if wt, ok := src.(io.WriterTo); ok {
-		// src holds what it received in buffers of its own (an HTTP/2
-		// stream): it writes them to dst itself, without a copy into ours.
-		sw := &sideWriter{dst: dst, activity: activity}
-		n, err := wt.WriteTo(sw)
-		switch {
-		case sw.err != nil:
-			return n, &Error{Side: to, Err: sw.err}
-		case err != nil:
-			return n, &Error{Side: from, Err: err}
-		}
-		return n, closeWrite(dst)
-	}
-
 	// A destination that frames its writes may prefer reads of a
 	// multiple of some size (see WriteSizer).
 	unit := 0
@@ -212,63 +198,6 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 			return total, &Error{Side: from, Err: rerr}
 		}
 	}
-}
-
-// sideWriter is the writer a source's WriteTo writes to: it keeps the
-// destination's error apart from the source's, stamps activity, and sends
-// several buffers with one system call (writev) when the destination is
-// plain TCP.
-type sideWriter struct {
-	dst      Conn
-	activity *atomic.Int64
-	err      error
-}
-
-func (w *sideWriter) Write(p []byte) (int, error) {
-	w.stamp()
-	n, err := w.dst.Write(p)
-	if err != nil {
-		w.err = err
-	}
-	return n, err
-}
-
-// WriteBuffers writes all of bufs, consuming them.
-func (w *sideWriter) WriteBuffers(bufs *net.Buffers) (int64, error) {
-	w.stamp()
-	if nc, ok := w.dst.(*netConn); ok {
-		if tcp, ok := nc.Conn.(*net.TCPConn); ok {
-			n, err := bufs.WriteTo(tcp)
-			if err != nil {
-				w.err = err
-			}
-			return n, err
-		}
-	}
-	var total int64
-	for _, b := range *bufs {
-		n, err := w.Write(b)
-		total += int64(n)
-		if err != nil {
-			return total, err
-		}
-	}
-	*bufs = nil
-	return total, nil
-}
-
-func (w *sideWriter) stamp() {
-	if w.activity != nil {
-		w.activity.Store(time.Now().UnixNano())
-	}
-}
-
-// BuffersWriter is implemented by the writer Splice hands to a source's
-// WriteTo: WriteBuffers writes all of bufs (with one system call where it
-// can), as net.Buffers.WriteTo does.
-type BuffersWriter interface {
-	io.Writer
-	WriteBuffers(bufs *net.Buffers) (int64, error)
 }
 
 // closeWrite passes a clean end on. Its error is not the tunnel's: a peer

@@ -40,26 +40,15 @@ func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 	return d.(*net.TCPConn), a.(*net.TCPConn)
 }
 
-// copyPath is how Splice moves the bytes of a test tunnel.
-type copyPath int
-
-const (
-	kernelPath   copyPath = iota // both ends plain TCP: splice(2)
-	bufferedPath                 // the pooled buffers
-	writerToPath                 // the client end writes to the target itself (io.WriterTo)
-)
-
 // setup builds client <-> [proxy: Splice] <-> target over loopback TCP and
-// returns the outer ends; path picks how the proxy ends look to Splice.
-func setup(t *testing.T, opt Options, path copyPath) (client, target *net.TCPConn, result chan error, stats chan Stats) {
+// returns the outer ends. wrap decides whether the proxy ends are plain TCP
+// (kernel splice path) or hide it (pooled-buffer path).
+func setup(t *testing.T, opt Options, hide bool) (client, target *net.TCPConn, result chan error, stats chan Stats) {
 	client, pc := tcpPair(t)
 	pt, target := tcpPair(t)
 	var a, b Conn = NetConn(pc, nil), NetConn(pt, nil)
-	switch path {
-	case bufferedPath:
+	if hide {
 		a, b = NetConn(pc, []byte{}), &hidden{NetConn(pt, nil)}
-	case writerToPath:
-		a = &writerTo{NetConn(pc, []byte{})}
 	}
 	result, stats = make(chan error, 1), make(chan Stats, 1)
 	go func() {
@@ -73,42 +62,14 @@ func setup(t *testing.T, opt Options, path copyPath) (client, target *net.TCPCon
 // hidden hides the concrete type so that Splice uses the buffer path.
 type hidden struct{ Conn }
 
-// writerTo is a Conn that, like an HTTP/2 stream, writes what it reads to
-// Splice's writer itself, in two buffers at a time (WriteBuffers).
-type writerTo struct{ Conn }
-
-func (c *writerTo) WriteTo(w io.Writer) (int64, error) {
-	bw := w.(BuffersWriter)
-	buf := make([]byte, 4096)
-	var total int64
-	for {
-		n, err := c.Conn.Read(buf)
-		if n > 0 {
-			bufs := net.Buffers{buf[:n/2], buf[n/2 : n]}
-			m, werr := bw.WriteBuffers(&bufs)
-			total += m
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
-func forEachPath(t *testing.T, f func(t *testing.T, path copyPath)) {
-	t.Run("splice", func(t *testing.T) { f(t, kernelPath) })
-	t.Run("buffered", func(t *testing.T) { f(t, bufferedPath) })
-	t.Run("writerto", func(t *testing.T) { f(t, writerToPath) })
+func forBothPaths(t *testing.T, f func(t *testing.T, hide bool)) {
+	t.Run("splice", func(t *testing.T) { f(t, false) })
+	t.Run("buffered", func(t *testing.T) { f(t, true) })
 }
 
 func TestHalfCloseClientFirst(t *testing.T) {
-	forEachPath(t, func(t *testing.T, path copyPath) {
-		client, target, result, stats := setup(t, Options{}, path)
+	forBothPaths(t, func(t *testing.T, hide bool) {
+		client, target, result, stats := setup(t, Options{}, hide)
 		client.Write([]byte("request"))
 		client.CloseWrite()
 		got, err := io.ReadAll(target) // EOF proves the FIN crossed
@@ -131,8 +92,8 @@ func TestHalfCloseClientFirst(t *testing.T) {
 }
 
 func TestHalfCloseTargetFirst(t *testing.T) {
-	forEachPath(t, func(t *testing.T, path copyPath) {
-		client, target, result, _ := setup(t, Options{}, path)
+	forBothPaths(t, func(t *testing.T, hide bool) {
+		client, target, result, _ := setup(t, Options{}, hide)
 		target.Write([]byte("banner"))
 		target.CloseWrite()
 		got, err := io.ReadAll(client)
@@ -152,8 +113,8 @@ func TestHalfCloseTargetFirst(t *testing.T) {
 }
 
 func TestTargetResetAbortsClient(t *testing.T) {
-	forEachPath(t, func(t *testing.T, path copyPath) {
-		client, target, result, _ := setup(t, Options{}, path)
+	forBothPaths(t, func(t *testing.T, hide bool) {
+		client, target, result, _ := setup(t, Options{}, hide)
 		client.Write([]byte("x"))
 		buf := make([]byte, 1)
 		io.ReadFull(target, buf)
@@ -174,12 +135,7 @@ func TestTargetResetAbortsClient(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	t.Run("buffered", func(t *testing.T) { testIdleTimeout(t, bufferedPath) })
-	t.Run("writerto", func(t *testing.T) { testIdleTimeout(t, writerToPath) })
-}
-
-func testIdleTimeout(t *testing.T, path copyPath) {
-	client, target, result, _ := setup(t, Options{IdleTimeout: 200 * time.Millisecond}, path)
+	client, target, result, _ := setup(t, Options{IdleTimeout: 200 * time.Millisecond}, true)
 	// Traffic keeps the tunnel alive past the timeout...
 	for range 4 {
 		client.Write([]byte("ping"))
