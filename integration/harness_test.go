@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,7 +63,10 @@ func reexecWithExtendedConnect() {
 	if strings.Contains(cur, want) {
 		return
 	}
-	env := append(os.Environ(), "GODEBUG="+strings.TrimPrefix(cur+","+want, ","))
+	// Replace GODEBUG rather than add a second one: the first of two
+	// wins, and the re-exec would then never see the setting (and loop).
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") })
+	env = append(env, "GODEBUG="+strings.TrimPrefix(cur+","+want, ","))
 	if err := syscall.Exec("/proc/self/exe", os.Args, env); err != nil {
 		fmt.Fprintln(os.Stderr, "re-exec with", want, "failed:", err)
 	}
