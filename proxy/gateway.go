@@ -51,7 +51,7 @@ func (s *Server) SetRoutes(routes []Route) {
 // hosts, on a port of ours or none.
 func (s *Server) routeFor(r *http.Request) (Route, bool) {
 	host, port := splitAuthority(requestTarget(r))
-	if port != "" && !s.own.ports[port] {
+	if port != "" && !s.own.hasPort(port) {
 		return Route{}, false
 	}
 	rt, ok := (*s.routes.Load())[host]

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/h2proxy/h2proxy/h1"
@@ -187,41 +188,72 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request) {
 
 // ownNames recognises authorities that address the proxy itself: its
 // listeners' ports with localhost, the listening addresses (all interface
-// addresses for a wildcard listener) or a configured name.
+// addresses for a wildcard listener) or a configured name. Listeners are
+// added while others already serve (Serve and ServePlain run side by
+// side), hence the lock.
 type ownNames struct {
+	mu    sync.RWMutex
 	ports map[string]bool
 	hosts map[string]bool
 }
 
-// add is called before serving starts, so match needs no lock.
-func (o ownNames) add(addr net.Addr) {
+func newOwnNames() *ownNames {
+	return &ownNames{ports: map[string]bool{}, hosts: map[string]bool{"localhost": true}}
+}
+
+// add records a listening address.
+func (o *ownNames) add(addr net.Addr) {
 	ta, ok := addr.(*net.TCPAddr)
 	if !ok {
 		return
 	}
-	o.ports[strconv.Itoa(ta.Port)] = true
-	if !ta.IP.IsUnspecified() {
-		o.hosts[ta.IP.String()] = true
-		return
-	}
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if in, ok := a.(*net.IPNet); ok {
-			o.hosts[in.IP.String()] = true
+	var hosts []string
+	if ta.IP.IsUnspecified() {
+		addrs, _ := net.InterfaceAddrs()
+		for _, a := range addrs {
+			if in, ok := a.(*net.IPNet); ok {
+				hosts = append(hosts, in.IP.String())
+			}
 		}
+	} else {
+		hosts = append(hosts, ta.IP.String())
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ports[strconv.Itoa(ta.Port)] = true
+	for _, h := range hosts {
+		o.hosts[h] = true
+	}
+}
+
+// addName records a name the proxy is reached by (its certificate names).
+func (o *ownNames) addName(name string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.hosts[strings.ToLower(strings.TrimSuffix(name, "."))] = true
 }
 
 // self reports whether dialling ap would reach one of the proxy's own
 // listeners (a loop): one of its ports on one of its addresses.
-func (o ownNames) self(ap netip.AddrPort) bool {
+func (o *ownNames) self(ap netip.AddrPort) bool {
 	ip := ap.Addr().Unmap()
+	o.mu.RLock()
+	defer o.mu.RUnlock()
 	return o.ports[strconv.Itoa(int(ap.Port()))] && (ip.IsLoopback() || ip.IsUnspecified() || o.hosts[ip.String()])
 }
 
-func (o ownNames) match(authority string) bool {
+func (o *ownNames) match(authority string) bool {
 	host, port := splitAuthority(authority)
+	o.mu.RLock()
+	defer o.mu.RUnlock()
 	return (port == "" || o.ports[port]) && o.hosts[host]
+}
+
+// hasPort reports whether one of the proxy's listeners has port.
+func (o *ownNames) hasPort(port string) bool {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return o.ports[port]
 }
 
 // splitAuthority splits host[:port] for comparing names: the host comes

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,7 +96,7 @@ type Server struct {
 	dialer  *dialer
 	hs      *http.Server
 	metrics *metrics
-	own     ownNames
+	own     *ownNames
 
 	policies atomic.Pointer[policySet]
 	fwds     sync.Map // *Policy -> *forwarder, one connection pool per policy
@@ -145,7 +144,7 @@ func New(cfg Config) (*Server, error) {
 		tunnels:   make(map[*activeTunnel]struct{}),
 		perClient: make(map[string]int),
 		metrics:   newMetrics(cfg.CertExpiry),
-		own:       ownNames{ports: map[string]bool{}, hosts: map[string]bool{"localhost": true}},
+		own:       newOwnNames(),
 		id:        instanceID(),
 	}
 	s.dialer = &dialer{policy: s.policyFrom, self: s.own.self, timeout: cfg.DialTimeout, resolver: cfg.Resolver}
@@ -165,7 +164,7 @@ func New(cfg Config) (*Server, error) {
 		s.trustedNets = append(s.trustedNets, p.Masked())
 	}
 	for _, n := range cfg.Names {
-		s.own.hosts[strings.ToLower(strings.TrimSuffix(n, "."))] = true
+		s.own.addName(n)
 	}
 	var handler http.Handler = s
 	if cfg.HTTPChallenge != nil {

@@ -1,0 +1,42 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+)
+
+// Listeners are added while others already serve requests, which look the
+// proxy's own names up: both must be safe together.
+func TestOwnNamesConcurrent(t *testing.T) {
+	o := newOwnNames()
+	o.addName("Proxy.Example.")
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for port := 1; port <= 2000; port++ {
+			o.add(&net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(port%250+1)), Port: 10000 + port})
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 2000 {
+			o.match("proxy.example:12000")
+			o.self(netip.MustParseAddrPort("127.0.0.1:10001"))
+			o.hasPort("10002")
+		}
+	}()
+	wg.Wait()
+
+	if !o.match("proxy.example:12000") || !o.match("PROXY.example.") {
+		t.Error("a configured name on one of our ports is not ours")
+	}
+	if !o.self(netip.MustParseAddrPort("127.0.0.1:10001")) || !o.self(netip.MustParseAddrPort("[::ffff:127.0.0.2]:10001")) {
+		t.Error("a loopback address on one of our ports is not ours")
+	}
+	if o.self(netip.MustParseAddrPort("127.0.0.1:9999")) || o.match("other.example:10001") {
+		t.Error("a foreign port or name is taken for ours")
+	}
+}
