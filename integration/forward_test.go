@@ -2,6 +2,7 @@ package integration
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -175,5 +176,39 @@ func waitForwardAccess(t testing.TB, p *Proxy, origin string) {
 	})
 	if l["target"] != origin || l["status"] != float64(200) || l["up"] != float64(fwdRequestSize) || l["down"] != float64(fwdResponseSize) {
 		t.Errorf("access line %v: want target %s, status 200, up %d, down %d", l, origin, fwdRequestSize, fwdResponseSize)
+	}
+}
+
+// An origin that breaks off mid-body: the client's connection is cut (it
+// must not take a short body for a whole one) and the request still gets
+// its access line, with the bytes that did pass and an error.
+func TestForwardBodyBreaksOff(t *testing.T) {
+	p := StartProxy(t, "--allow-private")
+	origin := startOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000000")
+		w.WriteHeader(http.StatusOK)
+		w.Write(make([]byte, 1000))
+		w.(http.Flusher).Flush()
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}), nil)
+	c := dialH1(t, p)
+	c.send(t, []byte("GET http://"+origin+"/ HTTP/1.1\r\nHost: "+origin+"\r\n\r\n"))
+	// Cut before the head left the proxy's buffer, or within the body.
+	if resp, err := http.ReadResponse(c.br, nil); err == nil {
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil || n >= 1000000 {
+			t.Fatalf("client read %d bytes, err %v: want the body cut short with an error", n, err)
+		}
+	}
+	l := p.WaitLog(t, ioTimeout, func(l map[string]any) bool {
+		return l["message"] == "access" && l["kind"] == "forward"
+	})
+	if l["status"] != float64(200) || l["error"] == nil || l["down"] != float64(1000) {
+		t.Errorf("access line %v: want status 200, the 1000 bytes that passed and an error", l)
 	}
 }

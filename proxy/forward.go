@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -130,6 +131,15 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 		r.Body = body
 	}
 	cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		// ReverseProxy aborts a response whose body broke off upstream
+		// with panic(http.ErrAbortHandler), which makes net/http cut the
+		// client connection. The request still gets its access line.
+		if v := recover(); v != nil {
+			s.access(r, kindForward, t.authority(), cw.status, body.n.Load(), cw.n, start, errResponseAborted)
+			panic(v)
+		}
+	}()
 	s.forwarderFor(s.policyFrom(r.Context())).ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fi)))
 	var err error
 	if fi.err != nil {
@@ -137,6 +147,10 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 	}
 	s.access(r, kindForward, t.authority(), cw.status, body.n.Load(), cw.n, start, err)
 }
+
+// errResponseAborted is logged for a forwarded response that broke off
+// after its head was sent (the upstream connection failed mid-body).
+var errResponseAborted = errors.New("response aborted: the upstream connection failed during the body")
 
 // hopHeaders are removed when a message crosses the proxy (RFC 9110
 // §7.6.1), besides those named by Connection.
