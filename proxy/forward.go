@@ -126,7 +126,7 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 	r.Header.Del("HTTP2-Settings")
 
 	fi := &forwardInfo{scheme: scheme, target: t}
-	body := &countingBody{ReadCloser: r.Body}
+	body := &countingBody{ReadCloser: r.Body, left: r.ContentLength}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
@@ -170,15 +170,34 @@ func stripHopByHop(h http.Header) {
 	}
 }
 
-// countingBody counts request body bytes sent upstream.
+// countingBody counts request body bytes sent upstream. A body of known
+// length ends by itself once that many bytes passed: http.Transport reads
+// once more to see the end, and by then the response may be under way:
+// net/http's HTTP/1.1 server drains or closes the request body when the
+// response head is written. The Transport took that read's error for a
+// failed request write and closed the upstream connection in the middle
+// of the response body.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	left int64 // bytes still expected; -1: unknown (chunked)
+	n    atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if b.left > 0 && int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if b.left > 0 {
+		b.left -= int64(n)
+		if b.left == 0 && err == nil {
+			err = io.EOF
+		}
+	}
 	return n, err
 }
 
