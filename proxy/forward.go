@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -136,7 +137,11 @@ func (s *Server) serveForward(w http.ResponseWriter, r *http.Request) {
 		// with panic(http.ErrAbortHandler), which makes net/http cut the
 		// client connection. The request still gets its access line.
 		if v := recover(); v != nil {
-			s.access(r, kindForward, t.authority(), cw.status, body.n.Load(), cw.n, start, errResponseAborted)
+			err := errResponseAborted
+			if v != http.ErrAbortHandler {
+				err = fmt.Errorf("panic: %v", v)
+			}
+			s.access(r, kindForward, t.authority(), cw.status, body.n.Load(), cw.n, start, err)
 			panic(v)
 		}
 	}()
