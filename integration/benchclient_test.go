@@ -58,10 +58,11 @@ type benchStream struct {
 	id          uint32
 	cond        *sync.Cond // guarded by h.mu
 	status      int
-	buf         bytes.Buffer // received, not yet read (slides its data down rather than growing without end)
-	rdst        []byte       // a waiting Read's buffer, not yet filled
-	rgot        int          // bytes copied into it
-	ended       bool         // END_STREAM received
+	queue       []*[]byte // received DATA payloads, not yet read, oldest first (pooled)
+	qoff        int       // bytes of queue[0] already read
+	rdst        []byte    // a waiting Read's buffer, not yet filled
+	rgot        int       // bytes copied into it
+	ended       bool      // END_STREAM received
 	reset       error
 	sendWin     int64
 	unacked     int64
@@ -145,8 +146,19 @@ func (h *benchH2) await(s *benchStream, ready func() bool) {
 // It returns a reply to write, if any.
 func (h *benchH2) readOne() (reply func() error) {
 	h.mu.Unlock()
-	f, err := h.rfr.ReadFrame()
-	h.mu.Lock()
+	fh, err := h.rfr.ReadFrameHeader()
+	var f http2.Frame
+	if err == nil && fh.Type == http2.FrameData && fh.StreamID != 0 && !fh.Flags.Has(http2.FlagDataPadded) {
+		h.mu.Lock()
+		if err = h.readData(fh); err == nil {
+			return nil
+		}
+	} else {
+		if err == nil {
+			f, err = h.rfr.ReadFrameForHeader(fh)
+		}
+		h.mu.Lock()
+	}
 	if err != nil {
 		h.err = err
 		for _, s := range h.streams {
@@ -195,14 +207,13 @@ func (h *benchH2) readOne() (reply func() error) {
 			s.remoteEnded = s.remoteEnded || f.StreamEnded()
 			s.ended = s.remoteEnded
 		}
-	case *http2.DataFrame:
+	case *http2.DataFrame: // padded (see readData for the others)
 		if s != nil {
-			data := f.Data()
-			if s.buf.Len() == 0 && len(s.rdst) > 0 {
-				n := copy(s.rdst, data)
-				s.rdst, s.rgot, data = s.rdst[n:], s.rgot+n, data[n:]
+			if len(f.Data()) > 0 {
+				b := payloadPool.Get().(*[]byte)
+				*b = append((*b)[:0], f.Data()...)
+				s.queue = append(s.queue, b)
 			}
-			s.buf.Write(data)
 			if f.StreamEnded() {
 				s.ended, s.remoteEnded = true, true
 			}
@@ -226,6 +237,61 @@ func (h *benchH2) readOne() (reply func() error) {
 		}
 	}
 	return reply
+}
+
+// payloadPool holds DATA payload buffers: a frame is read from the
+// socket straight into one and queued as it is, so a payload is copied
+// once more only when the stream's Read takes it, as an HTTP/1.1 client
+// copies what it reads from its socket once.
+var payloadPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// readData reads the payload of the DATA frame fh: straight into the
+// buffer of the stream's waiting Read when it has room and nothing is
+// queued, otherwise into a pooled buffer queued on the stream. h.mu is
+// held on entry and on return, and released while reading.
+func (h *benchH2) readData(fh http2.FrameHeader) error {
+	s := h.streams[fh.StreamID]
+	n := int(fh.Length)
+	direct := s != nil && len(s.queue) == 0 && len(s.rdst) >= n
+	var dst []byte
+	var b *[]byte
+	if direct {
+		// Safe to fill without the lock: the stream's Read waits until
+		// rgot moves, and only this goroutine reads frames.
+		dst = s.rdst[:n]
+	} else {
+		b = payloadPool.Get().(*[]byte)
+		if cap(*b) < n {
+			*b = make([]byte, 0, n)
+		}
+		dst = (*b)[:n]
+	}
+	h.mu.Unlock()
+	_, err := io.ReadFull(h.tc, dst)
+	h.mu.Lock()
+	if err != nil {
+		if b != nil {
+			payloadPool.Put(b)
+		}
+		return err
+	}
+	switch {
+	case s == nil:
+		payloadPool.Put(b)
+		return nil
+	case direct:
+		s.rdst, s.rgot = s.rdst[n:], s.rgot+n
+	case n > 0:
+		*b = dst
+		s.queue = append(s.queue, b)
+	default:
+		payloadPool.Put(b)
+	}
+	if fh.Flags.Has(http2.FlagDataEndStream) {
+		s.ended, s.remoteEnded = true, true
+	}
+	s.cond.Broadcast()
+	return nil
 }
 
 // connect opens a CONNECT stream to authority and waits for its 200.
@@ -262,10 +328,10 @@ func (s *benchStream) Read(p []byte) (int, error) {
 	h := s.h
 	h.mu.Lock()
 	s.rdst = p // frames for s may be copied straight into p
-	h.await(s, func() bool { return s.rgot > 0 || s.buf.Len() > 0 || s.ended || s.reset != nil })
+	h.await(s, func() bool { return s.rgot > 0 || len(s.queue) > 0 || s.ended || s.reset != nil })
 	n := s.rgot
 	s.rdst, s.rgot = nil, 0
-	if n == 0 && s.buf.Len() == 0 {
+	if n == 0 && len(s.queue) == 0 {
 		defer h.mu.Unlock()
 		switch {
 		case s.reset != nil:
@@ -276,7 +342,16 @@ func (s *benchStream) Read(p []byte) (int, error) {
 		return 0, h.err
 	}
 	if n == 0 {
-		n, _ = s.buf.Read(p)
+		for n < len(p) && len(s.queue) > 0 {
+			b := *s.queue[0]
+			k := copy(p[n:], b[s.qoff:])
+			n += k
+			if s.qoff += k; s.qoff == len(b) {
+				payloadPool.Put(s.queue[0])
+				s.queue[0] = nil
+				s.queue, s.qoff = s.queue[1:], 0
+			}
+		}
 	}
 	// Return window in halves of it, on the stream and the connection.
 	s.unacked += int64(n)
