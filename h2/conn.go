@@ -310,15 +310,7 @@ func (c *conn) teardown(err error, graceful bool) {
 // in flight from the client do not make the kernel answer with a TCP RST
 // that would destroy our GOAWAY before the client read it.
 func (c *conn) lingerClose() {
-	nc := c.nc
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	tcp, _ := nc.(*net.TCPConn)
-	if w, ok := nc.(interface{ TCPConn() (*net.TCPConn, bool) }); ok {
-		tcp, _ = w.TCPConn() // below a PROXY protocol reader or a BatchConn
-	}
-	if tcp != nil && tcp.CloseWrite() == nil {
+	if tcp := tunnel.TCPConn(c.nc); tcp != nil && tcp.CloseWrite() == nil {
 		_ = tcp.SetReadDeadline(time.Now().Add(lingerTimeout))
 		_, _ = io.Copy(io.Discard, tcp)
 	}

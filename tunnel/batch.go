@@ -96,13 +96,8 @@ func (c *BatchConn) flushLocked() error {
 // TCPConn returns the TCP connection underneath, as a PROXY protocol
 // connection does, for half-close and reset.
 func (c *BatchConn) TCPConn() (*net.TCPConn, bool) {
-	switch nc := c.Conn.(type) {
-	case *net.TCPConn:
-		return nc, true
-	case interface{ TCPConn() (*net.TCPConn, bool) }:
-		return nc.TCPConn()
-	}
-	return nil, false
+	tcp := TCPConn(c.Conn)
+	return tcp, tcp != nil
 }
 
 // Batcher is what a connection offers when its writes can be gathered

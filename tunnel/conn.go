@@ -125,18 +125,21 @@ func (c *netConn) Abort(error) {
 	_ = c.Conn.Close()
 }
 
-// tcp returns the TCP connection under c (below TLS, and below a PROXY
-// protocol reader, which offers TCPConn), or nil.
-func (c *netConn) tcp() *net.TCPConn {
-	nc := c.Conn
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
+// tcp returns the TCP connection under c, or nil.
+func (c *netConn) tcp() *net.TCPConn { return TCPConn(c.Conn) }
+
+// TCPConn returns the TCP connection under c: below TLS, and below a
+// wrapper that offers it with a TCPConn method (a PROXY protocol reader,
+// a BatchConn). It returns nil when there is none.
+func TCPConn(c net.Conn) *net.TCPConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
 	}
-	if w, ok := nc.(interface{ TCPConn() (*net.TCPConn, bool) }); ok {
+	if w, ok := c.(interface{ TCPConn() (*net.TCPConn, bool) }); ok {
 		tcp, _ := w.TCPConn()
 		return tcp
 	}
-	tcp, _ := nc.(*net.TCPConn)
+	tcp, _ := c.(*net.TCPConn)
 	return tcp
 }
 
