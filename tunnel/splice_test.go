@@ -242,3 +242,56 @@ func TestSpliceHeadroom(t *testing.T) {
 		t.Error("no write used the headroom")
 	}
 }
+
+// records is a client Conn whose reads come as a TLS connection's do: at
+// most the rest of one record each.
+type records struct {
+	sizes []int
+	reads int
+}
+
+func (r *records) Read(p []byte) (int, error) {
+	if len(r.sizes) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), r.sizes[0])
+	if r.sizes[0] -= n; r.sizes[0] == 0 {
+		r.sizes = r.sizes[1:]
+	}
+	r.reads++
+	return n, nil
+}
+func (r *records) Write(p []byte) (int, error) { return len(p), nil }
+func (r *records) CloseWrite() error           { return nil }
+func (r *records) Close() error                { return nil }
+func (r *records) Abort(error)                 {}
+
+// A short read in a stream of full ones (the 22-byte tail that a 16406-byte
+// inner TLS record leaves in a second outer record) is not a lull: the
+// large buffer stays, so each record takes one read, where going back to
+// the small buffer would split every full record into two reads and two
+// writes.
+func TestShortTailKeepsLargeBuffer(t *testing.T) {
+	const pairs = 50
+	src := &records{}
+	for range pairs {
+		src.sizes = append(src.sizes, 16<<10, 22)
+	}
+	pt, target := tcpPair(t)
+	got := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, target)
+		_ = target.CloseWrite()
+		got <- n
+	}()
+	if _, err := Splice(context.Background(), src, &hidden{NetConn(pt, nil)}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n != pairs*(16<<10+22) {
+		t.Fatalf("target got %d bytes", n)
+	}
+	// The first record is read into the small buffer first, then the rest.
+	if want := 2*pairs + 1; src.reads != want {
+		t.Errorf("%d reads for %d records, want %d", src.reads, 2*pairs, want)
+	}
+}
