@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -156,26 +158,20 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 	if hw != nil {
 		room = hw.Headroom()
 	}
-	small := make([]byte, smallBuf)
-	buf := small
-	var large *[]byte
-	defer func() {
-		if large != nil {
-			largePool.Put(large)
-		}
-	}()
+	b := &copyBuf{room: room, unit: unit}
+	defer b.putLarge()
+	read := b.reader(src)
 	var total int64
-	short := 0
 	for {
-		n, rerr := src.Read(buf)
+		buf, n, rerr := read()
 		if n > 0 {
 			if activity != nil {
 				activity.Store(time.Now().UnixNano())
 			}
 			var w int
 			var werr error
-			if large != nil && hw != nil {
-				w, werr = hw.WriteHeadroom((*large)[:room+n])
+			if b.large != nil && hw != nil {
+				w, werr = hw.WriteHeadroom((*b.large)[:room+n])
 			} else {
 				w, werr = dst.Write(buf[:n])
 			}
@@ -183,21 +179,7 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 			if werr != nil {
 				return total, &Error{Side: to, Err: werr}
 			}
-			switch {
-			case large == nil && n == len(buf):
-				large = largePool.Get().(*[]byte) // data is streaming
-				buf = (*large)[room:]
-				if unit > 0 && unit <= len(buf) {
-					buf = buf[:len(buf)/unit*unit]
-				}
-			case large != nil && n < smallBuf:
-				if short++; short == 2 {
-					largePool.Put(large) // a lull: do not hold it while waiting
-					large, buf, short = nil, small, 0
-				}
-			default:
-				short = 0
-			}
+			b.adapt(n, len(buf))
 		}
 		if rerr == io.EOF {
 			return total, closeWrite(dst)
@@ -206,6 +188,122 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 			return total, &Error{Side: from, Err: rerr}
 		}
 	}
+}
+
+// copyBuf is one direction's copy buffer (see smallBuf): a large one from
+// the pool while data streams, and otherwise a small one of its own, or
+// none at all when reading a plain TCP socket.
+type copyBuf struct {
+	room, unit int // headroom for the destination, read size multiple
+	small      []byte
+	large      *[]byte
+	short      int  // reads in a row that came in small
+	lazy       bool // reading TCP: the large buffer is taken when data is there
+}
+
+// buf is where the next read goes.
+func (b *copyBuf) buf() []byte {
+	if b.large == nil {
+		return b.small
+	}
+	buf := (*b.large)[b.room:]
+	if b.unit > 0 && b.unit <= len(buf) {
+		buf = buf[:len(buf)/b.unit*b.unit]
+	}
+	return buf
+}
+
+func (b *copyBuf) putLarge() {
+	if b.large != nil {
+		largePool.Put(b.large)
+		b.large = nil
+	}
+}
+
+// adapt picks the buffer for the next read from how the last one, of n
+// bytes into size, came in; after the data was written, since it may give
+// that buffer back.
+func (b *copyBuf) adapt(n, size int) {
+	switch {
+	case b.lazy:
+	case b.large == nil && n == size:
+		b.large = largePool.Get().(*[]byte) // data is streaming
+	case b.large != nil && n < smallBuf:
+		if b.short++; b.short == 2 {
+			b.putLarge() // a lull: do not hold it while waiting
+			b.short = 0
+		}
+	default:
+		b.short = 0
+	}
+}
+
+// reader returns the function that reads src into b. A plain TCP socket
+// is read with the runtime's poller directly: a read that would block
+// gives the large buffer back before it waits, and one that can go ahead
+// takes it, so an idle direction holds no buffer at all and a busy one
+// reads in large chunks from the first read on.
+func (b *copyBuf) reader(src Conn) func() ([]byte, int, error) {
+	if tcp := rawTCP(src); tcp != nil {
+		if raw, err := tcp.SyscallConn(); err == nil {
+			b.lazy = true
+			r := &tcpReader{b: b, tcp: tcp, raw: raw}
+			r.fn = r.tryRead
+			return r.read
+		}
+	}
+	b.small = make([]byte, smallBuf)
+	return func() ([]byte, int, error) {
+		buf := b.buf()
+		n, err := src.Read(buf)
+		return buf, n, err
+	}
+}
+
+// tcpReader reads a TCP socket into a copyBuf's large buffer through the
+// socket's RawConn; tryRead's results travel in its fields, so that a read
+// allocates nothing.
+type tcpReader struct {
+	b   *copyBuf
+	tcp *net.TCPConn
+	raw syscall.RawConn
+	fn  func(fd uintptr) bool
+	buf []byte
+	n   int
+	err error
+}
+
+func (r *tcpReader) read() ([]byte, int, error) {
+	if err := r.raw.Read(r.fn); err != nil {
+		return nil, 0, err // closed, or a deadline
+	}
+	switch {
+	case r.err != nil:
+		return nil, 0, &net.OpError{Op: "read", Net: "tcp", Source: r.tcp.LocalAddr(), Addr: r.tcp.RemoteAddr(), Err: os.NewSyscallError("read", r.err)}
+	case r.n == 0:
+		return nil, 0, io.EOF
+	}
+	return r.buf, r.n, nil
+}
+
+// tryRead is the RawConn callback: it reports false (wait for the socket,
+// then call again) when nothing is there to read.
+func (r *tcpReader) tryRead(fd uintptr) bool {
+	if r.b.large == nil {
+		r.b.large = largePool.Get().(*[]byte)
+	}
+	r.buf = r.b.buf()
+	for {
+		r.n, r.err = syscall.Read(int(fd), r.buf)
+		if r.err != syscall.EINTR {
+			break
+		}
+	}
+	if r.err == syscall.EAGAIN {
+		r.b.putLarge()
+		return false
+	}
+	return true
 }
 
 // closeWrite passes a clean end on. Its error is not the tunnel's: a peer

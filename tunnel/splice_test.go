@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -41,8 +42,9 @@ func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 }
 
 // setup builds client <-> [proxy: Splice] <-> target over loopback TCP and
-// returns the outer ends. wrap decides whether the proxy ends are plain TCP
-// (kernel splice path) or hide it (pooled-buffer path).
+// returns the outer ends. hide decides whether the proxy ends are both
+// plain TCP (kernel splice path) or not: then the client end is read
+// through its RawConn and the hidden target end into Splice's buffers.
 func setup(t *testing.T, opt Options, hide bool) (client, target *net.TCPConn, result chan error, stats chan Stats) {
 	client, pc := tcpPair(t)
 	pt, target := tcpPair(t)
@@ -293,5 +295,41 @@ func TestShortTailKeepsLargeBuffer(t *testing.T) {
 	// The first record is read into the small buffer first, then the rest.
 	if want := 2*pairs + 1; src.reads != want {
 		t.Errorf("%d reads for %d records, want %d", src.reads, 2*pairs, want)
+	}
+}
+
+// A direction reading plain TCP takes the large buffer as data comes, so
+// its first read is a large one, and gives it back before it waits.
+func TestTCPReadHoldsNoBufferWhileWaiting(t *testing.T) {
+	pc, peer := tcpPair(t)
+	b := &copyBuf{}
+	read := b.reader(NetConn(pc, nil))
+	if !b.lazy {
+		t.Fatal("plain TCP not read through its RawConn")
+	}
+	const size = 40000
+	go peer.Write(make([]byte, size))
+	got := 0
+	for got < size {
+		_, n, err := read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == 0 && n <= smallBuf {
+			t.Errorf("first read of a burst took %d bytes, want a large buffer's worth", n)
+		}
+		got += n
+	}
+	pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, _, err := read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read on a quiet socket = %v, want the deadline", err)
+	}
+	if b.large != nil {
+		t.Error("the large buffer was held while waiting")
+	}
+	pc.SetReadDeadline(time.Time{})
+	peer.Close()
+	if _, _, err := read(); err != io.EOF {
+		t.Fatalf("read after the peer's FIN = %v, want io.EOF", err)
 	}
 }
