@@ -1,8 +1,11 @@
 package tunnel
 
 import (
+	"io"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 )
 
 // BatchConn is a net.Conn whose writes can be gathered into one: between
@@ -16,12 +19,28 @@ import (
 // Writes that are not held (handshake, alerts, close_notify) go straight
 // through. A held Write from another goroutine (tls serialises its
 // records) is sent by the next Flush, in order.
+//
+// Splice can also read through it without waiting for the socket, so that
+// a tunnel waits for TLS data holding no copy buffer (see copyBuf).
 type BatchConn struct {
 	net.Conn
 
 	mu   sync.Mutex
 	held int
 	buf  *[]byte // pooled; nil when nothing is held
+
+	// Reads that do not wait (Read with noWait set, waitReadable), over
+	// plain TCP only, for Splice's reads of TLS. Reads are never
+	// concurrent: crypto/tls serialises them.
+	raw    syscall.RawConn
+	noWait bool
+	rp     []byte
+	rn     int
+	rerr   error
+	waited bool
+	peek   [1]byte
+	tryFn  func(uintptr) bool
+	waitFn func(uintptr) bool
 }
 
 // maxHeld bounds what a hold gathers: beyond it Write sends what it has,
@@ -34,7 +53,14 @@ var batchPool = sync.Pool{New: func() any {
 }}
 
 // NewBatchConn wraps c.
-func NewBatchConn(c net.Conn) *BatchConn { return &BatchConn{Conn: c} }
+func NewBatchConn(c net.Conn) *BatchConn {
+	b := &BatchConn{Conn: c}
+	if tcp, ok := c.(*net.TCPConn); ok {
+		b.raw, _ = tcp.SyscallConn()
+		b.tryFn, b.waitFn = b.tryRead, b.waitRead
+	}
+	return b
+}
 
 // Hold makes writes gather until the matching Flush.
 func (c *BatchConn) Hold() {
@@ -91,6 +117,73 @@ func (c *BatchConn) flushLocked() error {
 		batchPool.Put(b)
 	}
 	return err
+}
+
+// errWouldBlock is what a read without waiting returns on an empty socket.
+// It is a temporary net.Error, like a read deadline's, so that crypto/tls
+// keeps what it had of a record and can simply be read again.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "tunnel: read would block" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+// Read reads as net.Conn does, or, while noWait is set, returns
+// errWouldBlock instead of waiting for the socket.
+func (c *BatchConn) Read(p []byte) (int, error) {
+	if !c.noWait {
+		return c.Conn.Read(p)
+	}
+	c.rp = p
+	err := c.raw.Read(c.tryFn)
+	c.rp = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case c.rerr == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case c.rerr != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", c.rerr)}
+	case c.rn == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return c.rn, nil
+}
+
+// tryRead makes one read attempt and never asks the poller to wait.
+func (c *BatchConn) tryRead(fd uintptr) bool {
+	for {
+		c.rn, c.rerr = syscall.Read(int(fd), c.rp)
+		if c.rerr != syscall.EINTR {
+			return true
+		}
+	}
+}
+
+// waitReadable waits until the socket has something to read (or is
+// closed, or a deadline passes), without reading it.
+func (c *BatchConn) waitReadable() error {
+	c.waited = false
+	return c.raw.Read(c.waitFn)
+}
+
+// waitRead is waitReadable's RawConn callback. RawConn.Read forgets any
+// readiness the poller saw before it was called, so the first call peeks
+// at the socket itself: data that came after tryRead's EAGAIN and before
+// this wait would otherwise wait for the next data to arrive.
+func (c *BatchConn) waitRead(fd uintptr) bool {
+	if c.waited {
+		return true // called again: the poller saw the socket readable
+	}
+	c.waited = true
+	for {
+		_, _, err := syscall.Recvfrom(int(fd), c.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if err != syscall.EINTR {
+			return err != syscall.EAGAIN // data, EOF or an error: no need to wait
+		}
+	}
 }
 
 // TCPConn returns the TCP connection underneath, as a PROXY protocol

@@ -7,9 +7,11 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"math/big"
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -147,4 +149,94 @@ func selfSigned(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// halves writes each buffer in two parts with a pause between, so that
+// the reader finds half a TLS record on the socket.
+type halves struct{ net.Conn }
+
+func (h halves) Write(p []byte) (int, error) {
+	n, err := h.Conn.Write(p[:len(p)/2])
+	if err != nil {
+		return n, err
+	}
+	time.Sleep(5 * time.Millisecond)
+	m, err := h.Conn.Write(p[len(p)/2:])
+	return n + m, err
+}
+
+// TLS over a BatchConn is read as plain TCP is: a large first read, no
+// buffer held while waiting, and a record that arrived in halves is read
+// whole (crypto/tls keeps the half across the read that would block).
+func TestTLSReadHoldsNoBufferWhileWaiting(t *testing.T) {
+	pc, peer := tcpPair(t)
+	server := tls.Server(NewBatchConn(pc), &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+	client := tls.Client(halves{peer}, &tls.Config{InsecureSkipVerify: true})
+	want := make([]byte, 3*16<<10)
+	for i := range want {
+		want[i] = byte(i * 13)
+	}
+	sent := make(chan error, 1)
+	go func() {
+		_, err := client.Write(want)
+		sent <- err
+	}()
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	b := &copyBuf{}
+	read := b.reader(NetConn(server, nil))
+	if !b.lazy {
+		t.Fatal("TLS over a BatchConn not read without waiting")
+	}
+	var got []byte
+	for len(got) < len(want) {
+		buf, n, err := read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 && n <= smallBuf {
+			t.Errorf("first read took %d bytes, want a record's worth", n)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("data changed on the way")
+	}
+	server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, _, err := read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read on a quiet connection = %v, want the deadline", err)
+	}
+	if b.large != nil {
+		t.Error("the large buffer was held while waiting")
+	}
+	server.SetReadDeadline(time.Time{})
+	go client.Close() // close_notify
+	if _, _, err := read(); err != io.EOF {
+		t.Fatalf("read after close_notify = %v, want io.EOF", err)
+	}
+}
+
+// Data that arrives between a read that would block and the wait that
+// follows it must end the wait: RawConn.Read clears what the poller saw
+// before it, so the wait has to look at the socket itself.
+func TestWaitReadableSeesDataFromBefore(t *testing.T) {
+	pc, peer := tcpPair(t)
+	bc := NewBatchConn(pc)
+	bc.noWait = true
+	if _, err := bc.Read(make([]byte, 16)); err != errWouldBlock {
+		t.Fatalf("read on an empty socket = %v, want errWouldBlock", err)
+	}
+	bc.noWait = false
+	peer.Write([]byte("x"))
+	// Let the poller see the data arrive before the wait begins (there is
+	// no event to wait for: seeing it is what the runtime does meanwhile).
+	time.Sleep(20 * time.Millisecond)
+	pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if err := bc.waitReadable(); err != nil {
+		t.Fatalf("wait with data on the socket = %v", err)
+	}
 }

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -192,13 +193,13 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 
 // copyBuf is one direction's copy buffer (see smallBuf): a large one from
 // the pool while data streams, and otherwise a small one of its own, or
-// none at all when reading a plain TCP socket.
+// none at all when reading a plain TCP socket or TLS over a BatchConn.
 type copyBuf struct {
 	room, unit int // headroom for the destination, read size multiple
 	small      []byte
 	large      *[]byte
 	short      int  // reads in a row that came in small
-	lazy       bool // reading TCP: the large buffer is taken when data is there
+	lazy       bool // reading TCP or TLS over TCP: the large buffer is taken when data is there
 }
 
 // buf is where the next read goes.
@@ -252,11 +253,58 @@ func (b *copyBuf) reader(src Conn) func() ([]byte, int, error) {
 			return r.read
 		}
 	}
+	if bc := batchUnder(src); bc != nil {
+		b.lazy = true
+		return func() ([]byte, int, error) { return b.readTLS(src, bc) }
+	}
 	b.small = make([]byte, smallBuf)
 	return func() ([]byte, int, error) {
 		buf := b.buf()
 		n, err := src.Read(buf)
 		return buf, n, err
+	}
+}
+
+// batchUnder returns the BatchConn under src when src is TLS over one that
+// can read without waiting.
+func batchUnder(src Conn) *BatchConn {
+	nc, ok := src.(*netConn)
+	if !ok {
+		return nil
+	}
+	tc, ok := nc.Conn.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	if bc, ok := tc.NetConn().(*BatchConn); ok && bc.raw != nil {
+		return bc
+	}
+	return nil
+}
+
+// readTLS reads TLS over bc as reader's TCP reads do: into the large buffer
+// when the TLS layer has a record or the socket has data, and waiting for
+// the socket with no buffer held. crypto/tls keeps a partial record across
+// a read that would block, as across a read deadline.
+func (b *copyBuf) readTLS(src Conn, bc *BatchConn) ([]byte, int, error) {
+	for {
+		if b.large == nil {
+			b.large = largePool.Get().(*[]byte)
+		}
+		buf := b.buf()
+		bc.noWait = true
+		n, err := src.Read(buf)
+		bc.noWait = false
+		if err != errWouldBlock {
+			return buf, n, err
+		}
+		if n > 0 {
+			return buf, n, nil // data, then a peek for close_notify came short
+		}
+		b.putLarge()
+		if err := bc.waitReadable(); err != nil {
+			return nil, 0, err
+		}
 	}
 }
 
