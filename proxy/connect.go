@@ -70,8 +70,8 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 1 {
 		// net/http cancels an HTTP/1.1 request's context when ServeHTTP
 		// returns, and the hijacked tunnel below is spliced after that: it
-		// keeps the values (user, policy) but not the cancellation.
-		parent = context.WithoutCancel(parent)
+		// keeps the values it needs but not the cancellation.
+		parent = tunnelValues(parent)
 	}
 	ctx, done, terr := s.track(parent, r, kindTunnel)
 	if terr != nil {
@@ -130,7 +130,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	detached = true
 	proto := r.ProtoMajor
-	r = logOnly(r)
+	r = logOnly(ctx, r)
 	go func() {
 		defer done()
 		if proto == 2 {
@@ -138,6 +138,22 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		}
 		splice()
 	}()
+}
+
+// tunnelValues returns a context holding only what a tunnel reads from
+// its request's: the policy its dial follows and the user its access line
+// names. The request's own context chain holds net/http's connection
+// state, which an HTTP/1.1 tunnel outlives and need not keep (about a
+// kilobyte per idle tunnel).
+func tunnelValues(ctx context.Context) context.Context {
+	t := context.Background()
+	if p, ok := ctx.Value(policyKey{}).(*Policy); ok {
+		t = context.WithValue(t, policyKey{}, p)
+	}
+	if user, ok := ctx.Value(userKey{}).(string); ok {
+		t = context.WithValue(t, userKey{}, user)
+	}
+	return t
 }
 
 func protoLabel(r *http.Request) string {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -51,10 +52,10 @@ func (s *Server) access(r *http.Request, kind, target string, status int, up, do
 	}
 }
 
-// logOnly returns what access reads of r (client, protocol, method, and
-// the context holding the user), for a tunnel that outlives its handler:
-// the request's header, URL and TLS state need not live as long.
-func logOnly(r *http.Request) *http.Request {
+// logOnly returns what access reads of r (client, protocol, method), with
+// ctx, which holds the user, for a tunnel that outlives its handler: the
+// request's header, URL, TLS state and context need not live as long.
+func logOnly(ctx context.Context, r *http.Request) *http.Request {
 	return (&http.Request{Method: r.Method, Proto: r.Proto, ProtoMajor: r.ProtoMajor,
-		ProtoMinor: r.ProtoMinor, RemoteAddr: r.RemoteAddr}).WithContext(r.Context())
+		ProtoMinor: r.ProtoMinor, RemoteAddr: r.RemoteAddr}).WithContext(ctx)
 }
