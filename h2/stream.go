@@ -131,6 +131,38 @@ func (s *stream) read(p []byte) (int, error) {
 	return n, nil
 }
 
+// readLazy is read for a reader that has no buffer while it waits: idle
+// runs before the first wait, and buf is called once data is there. DATA
+// that arrives meanwhile goes to rbuf, since there is no buffer to copy
+// it into directly.
+func (s *stream) readLazy(idle func(), buf func() []byte) (int, error) {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	waited := false
+	for s.rbuf.n == 0 {
+		if s.bodyClosed {
+			return 0, errBodyClosed
+		}
+		if s.err != nil {
+			return 0, s.err
+		}
+		if !s.remoteOpen() {
+			return 0, io.EOF
+		}
+		if !waited {
+			waited = true
+			idle()
+		}
+		c.mu.Unlock()
+		<-s.rwake
+		c.mu.Lock()
+	}
+	n := s.rbuf.read(buf())
+	c.creditRecv(s, int64(n))
+	return n, nil
+}
+
 // recvBuf holds received DATA in pooled chunks; a stream whose data was
 // consumed holds no chunk at all, so an idle tunnel costs no buffer.
 type recvBuf struct {

@@ -3,6 +3,7 @@ package h2
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -334,5 +335,35 @@ func TestTunnelDetached(t *testing.T) {
 	rc.get(3, "/")
 	if r := rc.readResponse(3); r.status != http.StatusNoContent {
 		t.Fatalf("stream after a detached tunnel: %+v", r)
+	}
+}
+
+// ReadLazy tells the caller before it waits, asks for a buffer only once
+// DATA is there, and reports END_STREAM without asking for one.
+func TestTunnelReadLazy(t *testing.T) {
+	idled := make(chan struct{}, 1)
+	result := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Accept(w, r, nil)
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		defer c.Close()
+		lr := c.(tunnel.LazyReader)
+		var buf []byte
+		idles, bufs := 0, 0
+		get := func() []byte { bufs++; buf = make([]byte, 64); return buf }
+		n, err := lr.ReadLazy(func() { idles++; idled <- struct{}{} }, get)
+		first := fmt.Sprintf("%q %v idle=%d buf=%d", buf[:n], err, idles, bufs)
+		n, err = lr.ReadLazy(func() {}, get)
+		result <- fmt.Sprintf("%s | %d %v buf=%d", first, n, err, bufs)
+	})
+	rc := newRawClient(t, Config{}, h, false)
+	openTunnel(t, rc)
+	<-idled // nothing sent yet: the reader must have said it waits
+	rc.must(rc.fr.WriteData(1, true, []byte("hello")))
+	if got, want := <-result, `"hello" <nil> idle=1 buf=1 | 0 EOF buf=1`; got != want {
+		t.Fatalf("ReadLazy: %s, want %s", got, want)
 	}
 }

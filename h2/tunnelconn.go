@@ -49,6 +49,13 @@ func (rw *responseWriter) acceptTunnel(hdr http.Header) (tunnel.Conn, error) {
 // the client reset the stream.
 func (t *tunnelConn) Read(p []byte) (int, error) { return t.s.read(p) }
 
+// ReadLazy reads as Read does, but takes its buffer from buf only once
+// there is something to read (tunnel.LazyReader): a tunnel waiting for
+// the client holds no copy buffer.
+func (t *tunnelConn) ReadLazy(idle func(), buf func() []byte) (int, error) {
+	return t.s.readLazy(idle, buf)
+}
+
 // Write sends p as DATA under flow control; it waits at most WriteTimeout
 // for a client that keeps the window shut.
 func (t *tunnelConn) Write(p []byte) (int, error) { return t.s.write(p) }

@@ -41,6 +41,16 @@ type HeadroomWriter interface {
 	WriteHeadroom(b []byte) (int, error)
 }
 
+// LazyReader is implemented by a Conn that can wait for data before it is
+// given a buffer to read into (an HTTP/2 stream, whose DATA is buffered
+// by the connection). Splice then holds no copy buffer while a direction
+// waits. ReadLazy blocks until data, the end or an error is there,
+// calling idle first if it has to wait at all, and then reads into the
+// buffer that buf returns.
+type LazyReader interface {
+	ReadLazy(idle func(), buf func() []byte) (int, error)
+}
+
 // Side says which end of a tunnel an error came from.
 type Side int
 

@@ -204,13 +204,14 @@ func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64,
 
 // copyBuf is one direction's copy buffer (see smallBuf): a large one from
 // the pool while data streams, and otherwise a small one of its own, or
-// none at all when reading a plain TCP socket or TLS over a BatchConn.
+// none at all when reading a plain TCP socket, TLS over a BatchConn or a
+// LazyReader.
 type copyBuf struct {
 	room, unit int // headroom for the destination, read size multiple
 	small      []byte
 	large      *[]byte
 	short      int  // reads in a row that came in small
-	lazy       bool // reading TCP or TLS over TCP: the large buffer is taken when data is there
+	lazy       bool // the large buffer is taken only when data is there
 }
 
 // buf is where the next read goes.
@@ -223,6 +224,15 @@ func (b *copyBuf) buf() []byte {
 		buf = buf[:len(buf)/b.unit*b.unit]
 	}
 	return buf
+}
+
+// takeLarge returns the large buffer to read into, taking it from the
+// pool if need be.
+func (b *copyBuf) takeLarge() []byte {
+	if b.large == nil {
+		b.large = largePool.Get().(*[]byte)
+	}
+	return b.buf()
 }
 
 func (b *copyBuf) putLarge() {
@@ -268,6 +278,14 @@ func (b *copyBuf) reader(src Conn) func() ([]byte, int, error) {
 	if bc := batchUnder(src); bc != nil {
 		b.lazy = true
 		return func() ([]byte, int, error) { return b.readTLS(src, bc) }
+	}
+	if lr, ok := src.(LazyReader); ok {
+		b.lazy = true
+		idle, get := b.putLarge, b.takeLarge
+		return func() ([]byte, int, error) {
+			n, err := lr.ReadLazy(idle, get)
+			return b.buf(), n, err
+		}
 	}
 	b.small = make([]byte, smallBuf)
 	return nil // pipe reads src into b.buf() itself
