@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"syscall"
 	"time"
+
+	"github.com/h2proxy/h2proxy/tunnel"
 )
 
 // dialer dials targets for tunnels and forwarding. The destination policy
@@ -68,7 +70,9 @@ func (d *dialer) dialTLS(ctx context.Context, t target, base *tls.Config, alpn [
 	cfg := base.Clone()
 	cfg.ServerName = t.host
 	cfg.NextProtos = alpn
-	tc := tls.Client(c, cfg)
+	// Under a BatchConn, a tunnel reading this connection waits for the
+	// origin holding no copy buffer (see tunnel.BatchConn).
+	tc := tls.Client(tunnel.NewBatchConn(c), cfg)
 	hctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
