@@ -26,14 +26,16 @@ type Stats struct {
 	Down int64 // target to client
 }
 
-// Copy buffers. A direction waits for data in a small buffer of its own;
-// only when data streams in (a read fills it) does it take a large buffer
-// from the pool, and it gives that back when two reads in a row come in
-// small. (One short read is no lull: it is mostly the tail of a record or
-// frame, as when TLS carries TLS and each 16406-byte inner record leaves
-// 22 bytes for a second outer one.) So a busy tunnel copies in large
-// chunks and an idle one (most of them, most of the time) holds no large
-// buffer.
+// Copy buffers. A busy tunnel copies in large buffers from a pool; an idle
+// one (most of them, most of the time) should hold none. A direction whose
+// source can wait for data before it is given a buffer (plain TCP, TLS
+// over a BatchConn, an HTTP/2 stream: see copyBuf.reader) takes the large
+// buffer when data is there and gives it back before it waits. Any other
+// waits in a small buffer of its own; when a read fills that, data is
+// streaming and it takes the large one, which it gives back when two reads
+// in a row come in small. (One short read is no lull: it is mostly the
+// tail of a record or frame, as when TLS carries TLS and each 16406-byte
+// inner record leaves 22 bytes for a second outer one.)
 const (
 	smallBuf = 512
 	largeBuf = 32 << 10
@@ -260,12 +262,13 @@ func (b *copyBuf) adapt(n, size int) {
 	}
 }
 
-// reader returns the function that reads src into b, or nil when src is
-// to be read into b.buf() with its own Read. A plain TCP socket
-// is read with the runtime's poller directly: a read that would block
-// gives the large buffer back before it waits, and one that can go ahead
-// takes it, so an idle direction holds no buffer at all and a busy one
-// reads in large chunks from the first read on.
+// reader returns the function that reads src into b without holding a
+// buffer while it waits, or nil when src is to be read into b.buf() with
+// its own Read. A plain TCP socket is read with the runtime's poller
+// directly (tcpReader), TLS over a BatchConn with reads that do not wait
+// (readTLS), and a LazyReader asks for its buffer itself. Either way an
+// idle direction holds no buffer at all, and a busy one reads in large
+// chunks from the first read on.
 func (b *copyBuf) reader(src Conn) func() ([]byte, int, error) {
 	if tcp := rawTCP(src); tcp != nil {
 		if raw, err := tcp.SyscallConn(); err == nil {
@@ -314,10 +317,7 @@ func batchUnder(src Conn) *BatchConn {
 // a read that would block, as across a read deadline.
 func (b *copyBuf) readTLS(src Conn, bc *BatchConn) ([]byte, int, error) {
 	for {
-		if b.large == nil {
-			b.large = largePool.Get().(*[]byte)
-		}
-		buf := b.buf()
+		buf := b.takeLarge()
 		bc.noWait = true
 		n, err := src.Read(buf)
 		bc.noWait = false
@@ -363,10 +363,7 @@ func (r *tcpReader) read() ([]byte, int, error) {
 // tryRead is the RawConn callback: it reports false (wait for the socket,
 // then call again) when nothing is there to read.
 func (r *tcpReader) tryRead(fd uintptr) bool {
-	if r.b.large == nil {
-		r.b.large = largePool.Get().(*[]byte)
-	}
-	r.buf = r.b.buf()
+	r.buf = r.b.takeLarge()
 	for {
 		r.n, r.err = syscall.Read(int(fd), r.buf)
 		if r.err != syscall.EINTR {
