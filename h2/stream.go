@@ -101,14 +101,8 @@ func (s *stream) read(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for s.rbuf.n == 0 {
-		if s.bodyClosed {
-			return 0, errBodyClosed
-		}
-		if s.err != nil {
-			return 0, s.err
-		}
-		if !s.remoteOpen() {
-			return 0, io.EOF
+		if err := s.readEnd(); err != nil {
+			return 0, err
 		}
 		s.rdst = p // onData may copy DATA straight into p
 		c.mu.Unlock()
@@ -141,14 +135,8 @@ func (s *stream) readLazy(idle func(), buf func() []byte) (int, error) {
 	defer c.mu.Unlock()
 	waited := false
 	for s.rbuf.n == 0 {
-		if s.bodyClosed {
-			return 0, errBodyClosed
-		}
-		if s.err != nil {
-			return 0, s.err
-		}
-		if !s.remoteOpen() {
-			return 0, io.EOF
+		if err := s.readEnd(); err != nil {
+			return 0, err
 		}
 		if !waited {
 			waited = true
@@ -161,6 +149,20 @@ func (s *stream) readLazy(idle func(), buf func() []byte) (int, error) {
 	n := s.rbuf.read(buf())
 	c.creditRecv(s, int64(n))
 	return n, nil
+}
+
+// readEnd reports why a read with nothing buffered returns at once: the
+// handler closed the body, the stream was reset, or END_STREAM came.
+func (s *stream) readEnd() error {
+	switch {
+	case s.bodyClosed:
+		return errBodyClosed
+	case s.err != nil:
+		return s.err
+	case !s.remoteOpen():
+		return io.EOF
+	}
+	return nil
 }
 
 // recvBuf holds received DATA in pooled chunks; a stream whose data was
