@@ -112,18 +112,17 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.access(r, kindTunnel, authority, http.StatusOK, 0, 0, start, err)
 		return
 	}
-	splice := func() {
-		st, err := tunnel.Splice(ctx, client, target, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
-		s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
-	}
-	// Splice on a fresh goroutine and return: an idle tunnel then holds
-	// neither this goroutine's stack, grown by routing, policy and the
-	// dial, nor (HTTP/1.1) net/http's per-connection state (response
-	// writer, buffers, the request). The hijacked connection is ours; an
-	// h2 stream is detached from its handler.
+	opt := tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout}
+	// Splice without this goroutine and return: an idle tunnel then holds
+	// neither its stack, grown by routing, policy and the dial, nor
+	// (HTTP/1.1) net/http's per-connection state (response writer,
+	// buffers, the request). The hijacked connection is ours; an h2 stream
+	// is detached from its handler.
 	if r.ProtoMajor == 2 {
 		if err := h2.Detach(w); err != nil {
-			splice() // not the native engine: the handler must stay
+			// Not the native engine: the handler must stay.
+			st, err := tunnel.Splice(ctx, client, target, opt)
+			s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
 			return
 		}
 		s.metrics.h2Streams.Inc() // ServeHTTP's count ends when it returns
@@ -131,13 +130,13 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	detached = true
 	proto := r.ProtoMajor
 	r = logOnly(ctx, r)
-	go func() {
-		defer done()
+	tunnel.Go(ctx, client, target, opt, func(st tunnel.Stats, err error) {
+		s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
 		if proto == 2 {
-			defer s.metrics.h2Streams.Dec()
+			s.metrics.h2Streams.Dec()
 		}
-		splice()
-	}()
+		done()
+	})
 }
 
 // tunnelValues returns a context holding only what a tunnel reads from

@@ -1,11 +1,8 @@
 package tunnel
 
 import (
-	"io"
 	"net"
-	"os"
 	"sync"
-	"syscall"
 )
 
 // BatchConn is a net.Conn whose writes can be gathered into one: between
@@ -29,18 +26,10 @@ type BatchConn struct {
 	held int
 	buf  *[]byte // pooled; nil when nothing is held
 
-	// Reads that do not wait (Read with noWait set, waitReadable), over
-	// plain TCP only, for Splice's reads of TLS. Reads are never
-	// concurrent: crypto/tls serialises them.
-	raw    syscall.RawConn
+	// Reads that do not wait (Read with noWait set), over plain TCP only,
+	// for Splice's reads of TLS; nil otherwise.
+	rr     *rawReader
 	noWait bool
-	rp     []byte
-	rn     int
-	rerr   error
-	waited bool
-	peek   [1]byte
-	tryFn  func(uintptr) bool
-	waitFn func(uintptr) bool
 }
 
 // maxHeld bounds what a hold gathers: beyond it Write sends what it has,
@@ -56,8 +45,7 @@ var batchPool = sync.Pool{New: func() any {
 func NewBatchConn(c net.Conn) *BatchConn {
 	b := &BatchConn{Conn: c}
 	if tcp, ok := c.(*net.TCPConn); ok {
-		b.raw, _ = tcp.SyscallConn()
-		b.tryFn, b.waitFn = b.tryRead, b.waitRead
+		b.rr = newRawReader(tcp)
 	}
 	return b
 }
@@ -119,71 +107,13 @@ func (c *BatchConn) flushLocked() error {
 	return err
 }
 
-// errWouldBlock is what a read without waiting returns on an empty socket.
-// It is a temporary net.Error, like a read deadline's, so that crypto/tls
-// keeps what it had of a record and can simply be read again.
-var errWouldBlock error = wouldBlock{}
-
-type wouldBlock struct{}
-
-func (wouldBlock) Error() string   { return "tunnel: read would block" }
-func (wouldBlock) Timeout() bool   { return true }
-func (wouldBlock) Temporary() bool { return true }
-
 // Read reads as net.Conn does, or, while noWait is set, returns
 // errWouldBlock instead of waiting for the socket.
 func (c *BatchConn) Read(p []byte) (int, error) {
-	if !c.noWait {
-		return c.Conn.Read(p)
+	if c.noWait {
+		return c.rr.tryRead(p)
 	}
-	c.rp = p
-	err := c.raw.Read(c.tryFn)
-	c.rp = nil
-	switch {
-	case err != nil:
-		return 0, err
-	case c.rerr == syscall.EAGAIN:
-		return 0, errWouldBlock
-	case c.rerr != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", c.rerr)}
-	case c.rn == 0 && len(p) > 0:
-		return 0, io.EOF
-	}
-	return c.rn, nil
-}
-
-// tryRead makes one read attempt and never asks the poller to wait.
-func (c *BatchConn) tryRead(fd uintptr) bool {
-	for {
-		c.rn, c.rerr = syscall.Read(int(fd), c.rp)
-		if c.rerr != syscall.EINTR {
-			return true
-		}
-	}
-}
-
-// waitReadable waits until the socket has something to read (or is
-// closed, or a deadline passes), without reading it.
-func (c *BatchConn) waitReadable() error {
-	c.waited = false
-	return c.raw.Read(c.waitFn)
-}
-
-// waitRead is waitReadable's RawConn callback. RawConn.Read forgets any
-// readiness the poller saw before it was called, so the first call peeks
-// at the socket itself: data that came after tryRead's EAGAIN and before
-// this wait would otherwise wait for the next data to arrive.
-func (c *BatchConn) waitRead(fd uintptr) bool {
-	if c.waited {
-		return true // called again: the poller saw the socket readable
-	}
-	c.waited = true
-	for {
-		_, _, err := syscall.Recvfrom(int(fd), c.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if err != syscall.EINTR {
-			return err != syscall.EAGAIN // data, EOF or an error: no need to wait
-		}
-	}
+	return c.Conn.Read(p)
 }
 
 // TCPConn returns the TCP connection underneath, as a PROXY protocol

@@ -185,7 +185,7 @@ func TestTLSReadHoldsNoBufferWhileWaiting(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := &copyBuf{}
-	read := b.reader(NetConn(server, nil))
+	read := blocking(b.reader(NetConn(server, nil)))
 	if !b.lazy {
 		t.Fatal("TLS over a BatchConn not read without waiting")
 	}
@@ -217,26 +217,5 @@ func TestTLSReadHoldsNoBufferWhileWaiting(t *testing.T) {
 	go client.Close() // close_notify
 	if _, _, err := read(); err != io.EOF {
 		t.Fatalf("read after close_notify = %v, want io.EOF", err)
-	}
-}
-
-// Data that arrives between a read that would block and the wait that
-// follows it must end the wait: RawConn.Read clears what the poller saw
-// before it, so the wait has to look at the socket itself.
-func TestWaitReadableSeesDataFromBefore(t *testing.T) {
-	pc, peer := tcpPair(t)
-	bc := NewBatchConn(pc)
-	bc.noWait = true
-	if _, err := bc.Read(make([]byte, 16)); err != errWouldBlock {
-		t.Fatalf("read on an empty socket = %v, want errWouldBlock", err)
-	}
-	bc.noWait = false
-	peer.Write([]byte("x"))
-	// Let the poller see the data arrive before the wait begins (there is
-	// no event to wait for: seeing it is what the runtime does meanwhile).
-	time.Sleep(20 * time.Millisecond)
-	pc.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if err := bc.waitReadable(); err != nil {
-		t.Fatalf("wait with data on the socket = %v", err)
 	}
 }

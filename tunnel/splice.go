@@ -6,10 +6,8 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -49,24 +47,47 @@ var largePool = sync.Pool{New: func() any { b := make([]byte, largeBuf); return 
 // on either side, the idle timeout or ctx being done aborts both conns with
 // the cause and is returned; a tunnel whose both directions ended cleanly
 // returns nil. One direction is copied on the caller's goroutine, the
-// other on one more.
+// other on goroutines of its own (see Go).
 func Splice(ctx context.Context, client, target Conn, opt Options) (Stats, error) {
-	t := &splice{client: client, target: target}
+	var st Stats
+	var err error
+	ended := make(chan struct{})
+	t := start(ctx, client, target, opt, func(s Stats, e error) {
+		st, err = s, e
+		close(ended)
+	})
+	t.down.run() // waits in place: this goroutine is held until the end anyway
+	<-ended
+	return st, err
+}
+
+// Go is Splice without holding the caller: it returns at once, and done
+// gets what Splice would have returned, on the goroutine that ends the
+// tunnel. A direction with nothing to read waits on a goroutine started
+// for that wait, whose stack is the runtime's smallest, not on the one
+// that copied (which the TLS code grows to 4 KiB or more): an idle tunnel
+// then costs two small stacks.
+func Go(ctx context.Context, client, target Conn, opt Options, done func(Stats, error)) {
+	t := start(ctx, client, target, opt, done)
+	t.down.handOff = true
+	go t.down.run()
+}
+
+// start sets the tunnel up and starts the upload direction.
+func start(ctx context.Context, client, target Conn, opt Options, done func(Stats, error)) *splice {
+	t := &splice{client: client, target: target, done: done}
 	t.activity.Store(time.Now().UnixNano())
-	stop := context.AfterFunc(ctx, func() { t.abort(context.Cause(ctx)) })
-	defer stop()
+	t.running.Store(2)
+	t.stop = context.AfterFunc(ctx, func() { t.abort(context.Cause(ctx)) })
 	if opt.IdleTimeout > 0 {
-		var timer *time.Timer
-		timer = time.AfterFunc(opt.IdleTimeout, func() {
+		t.timer = time.AfterFunc(opt.IdleTimeout, func() {
 			if since := time.Since(time.Unix(0, t.activity.Load())); since < opt.IdleTimeout {
-				timer.Reset(opt.IdleTimeout - since)
+				t.timer.Reset(opt.IdleTimeout - since)
 				return
 			}
 			t.abort(ErrIdle)
 		})
-		defer timer.Stop()
 	}
-
 	// Decided before the directions start: Read changes what rawTCP sees.
 	kernel := rawTCP(client) != nil && rawTCP(target) != nil
 	// Reads stamp the time only when an idle timeout needs it.
@@ -74,34 +95,45 @@ func Splice(ctx context.Context, client, target Conn, opt Options) (Stats, error
 	if opt.IdleTimeout > 0 {
 		activity = &t.activity
 	}
-	var st Stats
-	upDone := make(chan struct{})
-	go func() {
-		defer close(upDone)
-		var err error
-		st.Up, err = pipe(target, client, Client, activity, kernel)
-		t.fail(err)
-	}()
-	var err error
-	st.Down, err = pipe(client, target, Target, activity, kernel)
-	t.fail(err)
-	<-upDone
-
-	if err := t.failure(); err != nil {
-		return st, err
-	}
-	_ = client.Close()
-	_ = target.Close()
-	return st, nil
+	t.up = newDirection(t, target, client, Client, activity, kernel, &t.st.Up)
+	t.down = newDirection(t, client, target, Target, activity, kernel, &t.st.Down)
+	t.up.handOff = true
+	go t.up.run()
+	return t
 }
 
 // splice is the state the two directions of a tunnel share.
 type splice struct {
 	client, target Conn
 	activity       atomic.Int64 // unix nanos of the last read that returned bytes
+	up, down       *direction
+	running        atomic.Int32 // directions not ended
+	st             Stats
+	stop           func() bool // ends the ctx watch
+	timer          *time.Timer // idle timeout, or nil
+	done           func(Stats, error)
 
 	mu     sync.Mutex
 	reason error // the first failure; both conns were aborted with it
+}
+
+// ended is called once by each direction when it is over, with its error;
+// the second call ends the tunnel.
+func (t *splice) ended(err error) {
+	t.fail(err)
+	if t.running.Add(-1) > 0 {
+		return
+	}
+	t.stop()
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	err = t.failure()
+	if err == nil {
+		_ = t.client.Close()
+		_ = t.target.Close()
+	}
+	t.done(t.st, err)
 }
 
 func (t *splice) fail(err error) {
@@ -130,78 +162,143 @@ func (t *splice) failure() error {
 	return t.reason
 }
 
-// pipe copies src to dst and ends dst's write direction on src's EOF. from is
-// the side src belongs to, so that errors name the side that failed. With
-// kernel set both are plain TCP connections with nothing buffered.
-func pipe(dst, src Conn, from Side, activity *atomic.Int64, kernel bool) (int64, error) {
-	to := Target
-	if from == Target {
-		to = Client
-	}
-	if kernel {
-		// TCP to TCP: io.Copy takes the kernel's splice(2) path. Activity is
-		// not tracked per read here; a read deadline would be needed.
-		n, err := io.Copy(dst.(*netConn).Conn, src.(*netConn).Conn)
-		if err != nil {
-			return n, classify(err, from, to)
-		}
-		return n, closeWrite(dst)
-	}
+// direction copies src to dst and ends dst's write direction on src's EOF.
+// from is the side src belongs to, so that errors name the side that
+// failed. With kernel set both are plain TCP connections with nothing
+// buffered.
+type direction struct {
+	t        *splice
+	dst, src Conn
+	from, to Side
+	activity *atomic.Int64
+	kernel   bool
+	total    *int64 // in t.st
 
-	// A destination that frames its writes may prefer reads of a
-	// multiple of some size (see WriteSizer).
-	unit := 0
-	if ws, ok := dst.(WriteSizer); ok {
-		unit = ws.WriteSize()
+	// handOff: wait for data on a new goroutine and end this one (see Go).
+	handOff bool
+	ready   bool // setup ran
+
+	b  copyBuf
+	hw HeadroomWriter
+	// read, when set, reads src into b without holding a buffer while it
+	// waits. It may return errWait instead of waiting, and wait waits.
+	read func() ([]byte, int, error)
+	wait func() error
+}
+
+// errWait is what a direction's read returns when src has nothing now.
+var errWait = errors.New("tunnel: nothing to read yet")
+
+func newDirection(t *splice, dst, src Conn, from Side, activity *atomic.Int64, kernel bool, total *int64) *direction {
+	d := &direction{t: t, dst: dst, src: src, from: from, to: Target, activity: activity, kernel: kernel, total: total}
+	if from == Target {
+		d.to = Client
 	}
-	// One that puts a header in front of what it writes gets room for it
-	// in front of the data read into the large buffer (see HeadroomWriter).
-	hw, _ := dst.(HeadroomWriter)
-	room := 0
-	if hw != nil {
-		room = hw.Headroom()
+	return d
+}
+
+// run copies until the direction ends, or until it hands its wait for
+// data on to a new goroutine.
+func (d *direction) run() {
+	if d.kernel {
+		d.t.ended(d.copyKernel())
+		return
 	}
-	b := &copyBuf{room: room, unit: unit}
-	defer b.putLarge()
-	read := b.reader(src)
-	var total int64
+	if !d.ready {
+		d.setup()
+	}
 	for {
 		var buf []byte
 		var n int
 		var rerr error
-		if read != nil {
-			buf, n, rerr = read()
+		if d.read != nil {
+			buf, n, rerr = d.read()
 		} else {
 			// Called here, not through a function value: the frame fewer
 			// keeps an idle tunnel's goroutines within the runtime's 2 KiB
 			// starting stack, which follows their average depth.
-			buf = b.buf()
-			n, rerr = src.Read(buf)
+			buf = d.b.buf()
+			n, rerr = d.src.Read(buf)
+		}
+		if rerr == errWait {
+			if d.handOff {
+				go d.waitThenRun()
+				return
+			}
+			rerr = d.wait()
+			if rerr == nil {
+				continue
+			}
 		}
 		if n > 0 {
-			if activity != nil {
-				activity.Store(time.Now().UnixNano())
+			if d.activity != nil {
+				d.activity.Store(time.Now().UnixNano())
 			}
 			var w int
 			var werr error
-			if b.large != nil && hw != nil {
-				w, werr = hw.WriteHeadroom((*b.large)[:room+n])
+			if d.b.large != nil && d.hw != nil {
+				w, werr = d.hw.WriteHeadroom((*d.b.large)[:d.b.room+n])
 			} else {
-				w, werr = dst.Write(buf[:n])
+				w, werr = d.dst.Write(buf[:n])
 			}
-			total += int64(w)
+			*d.total += int64(w)
 			if werr != nil {
-				return total, &Error{Side: to, Err: werr}
+				d.end(&Error{Side: d.to, Err: werr})
+				return
 			}
-			b.adapt(n, len(buf))
+			d.b.adapt(n, len(buf))
 		}
 		if rerr == io.EOF {
-			return total, closeWrite(dst)
+			d.end(closeWrite(d.dst))
+			return
 		}
 		if rerr != nil {
-			return total, &Error{Side: from, Err: rerr}
+			d.end(&Error{Side: d.from, Err: rerr})
+			return
 		}
 	}
+}
+
+// waitThenRun waits for src on this new goroutine and then copies on.
+func (d *direction) waitThenRun() {
+	if err := d.wait(); err != nil {
+		d.end(&Error{Side: d.from, Err: err})
+		return
+	}
+	d.run()
+}
+
+func (d *direction) end(err error) {
+	d.b.putLarge()
+	d.t.ended(err)
+}
+
+// setup picks the buffers and the way src is read.
+func (d *direction) setup() {
+	// A destination that frames its writes may prefer reads of a
+	// multiple of some size (see WriteSizer).
+	if ws, ok := d.dst.(WriteSizer); ok {
+		d.b.unit = ws.WriteSize()
+	}
+	// One that puts a header in front of what it writes gets room for it
+	// in front of the data read into the large buffer (see HeadroomWriter).
+	if hw, ok := d.dst.(HeadroomWriter); ok {
+		d.hw = hw
+		d.b.room = hw.Headroom()
+	}
+	d.read, d.wait = d.b.reader(d.src)
+	d.ready = true
+}
+
+// copyKernel copies TCP to TCP: io.Copy takes the kernel's splice(2) path.
+// Activity is not tracked per read here; a read deadline would be needed.
+func (d *direction) copyKernel() error {
+	n, err := io.Copy(d.dst.(*netConn).Conn, d.src.(*netConn).Conn)
+	*d.total = n
+	if err != nil {
+		return classify(err, d.from, d.to)
+	}
+	return closeWrite(d.dst)
 }
 
 // copyBuf is one direction's copy buffer (see smallBuf): a large one from
@@ -262,25 +359,24 @@ func (b *copyBuf) adapt(n, size int) {
 	}
 }
 
-// reader returns the function that reads src into b without holding a
-// buffer while it waits, or nil when src is to be read into b.buf() with
-// its own Read. A plain TCP socket is read with the runtime's poller
-// directly (tcpReader), TLS over a BatchConn with reads that do not wait
-// (readTLS), and a LazyReader asks for its buffer itself. Either way an
-// idle direction holds no buffer at all, and a busy one reads in large
-// chunks from the first read on.
-func (b *copyBuf) reader(src Conn) func() ([]byte, int, error) {
+// reader returns how to read src into b without holding a buffer while
+// src has nothing: read, which returns errWait when it would have to wait,
+// and wait, which waits until read can go on. Both are nil when src is to
+// be read into b.buf() with its own Read. A plain TCP socket is read
+// through its RawConn, TLS over a BatchConn with reads that do not wait,
+// and a LazyReader asks for its buffer itself (and waits inside). Either
+// way an idle direction holds no buffer at all, and a busy one reads in
+// large chunks from the first read on.
+func (b *copyBuf) reader(src Conn) (read func() ([]byte, int, error), wait func() error) {
 	if tcp := rawTCP(src); tcp != nil {
-		if raw, err := tcp.SyscallConn(); err == nil {
+		if rr := newRawReader(tcp); rr != nil {
 			b.lazy = true
-			r := &tcpReader{b: b, tcp: tcp, raw: raw}
-			r.fn = r.tryRead
-			return r.read
+			return func() ([]byte, int, error) { return b.readOnce(src, rr, nil) }, rr.waitReadable
 		}
 	}
 	if bc := batchUnder(src); bc != nil {
 		b.lazy = true
-		return func() ([]byte, int, error) { return b.readTLS(src, bc) }
+		return func() ([]byte, int, error) { return b.readOnce(src, nil, bc) }, bc.rr.waitReadable
 	}
 	if lr, ok := src.(LazyReader); ok {
 		b.lazy = true
@@ -288,10 +384,10 @@ func (b *copyBuf) reader(src Conn) func() ([]byte, int, error) {
 		return func() ([]byte, int, error) {
 			n, err := lr.ReadLazy(idle, get)
 			return b.buf(), n, err
-		}
+		}, nil
 	}
 	b.small = make([]byte, smallBuf)
-	return nil // pipe reads src into b.buf() itself
+	return nil, nil // the direction reads src into b.buf() itself
 }
 
 // batchUnder returns the BatchConn under src when src is TLS over one that
@@ -305,76 +401,36 @@ func batchUnder(src Conn) *BatchConn {
 	if !ok {
 		return nil
 	}
-	if bc, ok := tc.NetConn().(*BatchConn); ok && bc.raw != nil {
+	if bc, ok := tc.NetConn().(*BatchConn); ok && bc.rr != nil {
 		return bc
 	}
 	return nil
 }
 
-// readTLS reads TLS over bc as reader's TCP reads do: into the large buffer
-// when the TLS layer has a record or the socket has data, and waiting for
-// the socket with no buffer held. crypto/tls keeps a partial record across
-// a read that would block, as across a read deadline.
-func (b *copyBuf) readTLS(src Conn, bc *BatchConn) ([]byte, int, error) {
-	for {
-		buf := b.takeLarge()
+// readOnce reads src into the large buffer if there is something to read:
+// the TCP socket rr itself, or TLS over bc, whose record layer may have a
+// record already, or get one from the socket. Otherwise it gives the large
+// buffer back and returns errWait. crypto/tls keeps a partial record
+// across a read that would block, as across a read deadline.
+func (b *copyBuf) readOnce(src Conn, rr *rawReader, bc *BatchConn) ([]byte, int, error) {
+	buf := b.takeLarge()
+	var n int
+	var err error
+	if rr != nil {
+		n, err = rr.tryRead(buf)
+	} else {
 		bc.noWait = true
-		n, err := src.Read(buf)
+		n, err = src.Read(buf)
 		bc.noWait = false
-		if err != errWouldBlock {
-			return buf, n, err
-		}
-		if n > 0 {
-			return buf, n, nil // data, then a peek for close_notify came short
-		}
-		b.putLarge()
-		if err := bc.waitReadable(); err != nil {
-			return nil, 0, err
-		}
 	}
-}
-
-// tcpReader reads a TCP socket into a copyBuf's large buffer through the
-// socket's RawConn; tryRead's results travel in its fields, so that a read
-// allocates nothing.
-type tcpReader struct {
-	b   *copyBuf
-	tcp *net.TCPConn
-	raw syscall.RawConn
-	fn  func(fd uintptr) bool
-	buf []byte
-	n   int
-	err error
-}
-
-func (r *tcpReader) read() ([]byte, int, error) {
-	if err := r.raw.Read(r.fn); err != nil {
-		return nil, 0, err // closed, or a deadline
+	if err != errWouldBlock {
+		return buf, n, err
 	}
-	switch {
-	case r.err != nil:
-		return nil, 0, &net.OpError{Op: "read", Net: "tcp", Source: r.tcp.LocalAddr(), Addr: r.tcp.RemoteAddr(), Err: os.NewSyscallError("read", r.err)}
-	case r.n == 0:
-		return nil, 0, io.EOF
+	if n > 0 {
+		return buf, n, nil // TLS data, then a peek for close_notify came short
 	}
-	return r.buf, r.n, nil
-}
-
-// tryRead is the RawConn callback: it reports false (wait for the socket,
-// then call again) when nothing is there to read.
-func (r *tcpReader) tryRead(fd uintptr) bool {
-	r.buf = r.b.takeLarge()
-	for {
-		r.n, r.err = syscall.Read(int(fd), r.buf)
-		if r.err != syscall.EINTR {
-			break
-		}
-	}
-	if r.err == syscall.EAGAIN {
-		r.b.putLarge()
-		return false
-	}
-	return true
+	b.putLarge()
+	return nil, 0, errWait
 }
 
 // closeWrite passes a clean end on. Its error is not the tunnel's: a peer

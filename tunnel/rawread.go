@@ -1,0 +1,98 @@
+package tunnel
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// rawReader splits a TCP socket's Read in its two halves: a read that
+// does not wait, and a wait that does not read. In between a reader can
+// give back its copy buffer, or its goroutine, so that a tunnel waiting
+// for data holds neither. Reads are never concurrent.
+type rawReader struct {
+	tcp    *net.TCPConn
+	raw    syscall.RawConn
+	p      []byte // tryRead's argument and results, in fields so that
+	n      int    // a read allocates nothing
+	err    error
+	waited bool
+	peek   [1]byte
+	tryFn  func(uintptr) bool
+	waitFn func(uintptr) bool
+}
+
+// errWouldBlock is what a read that does not wait returns on an empty
+// socket. It is a temporary net.Error, like a read deadline's, so that
+// crypto/tls keeps what it had of a record and can simply be read again.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "tunnel: read would block" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+// newRawReader returns a rawReader for tcp, or nil if it has no RawConn.
+func newRawReader(tcp *net.TCPConn) *rawReader {
+	raw, err := tcp.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &rawReader{tcp: tcp, raw: raw}
+	r.tryFn, r.waitFn = r.try, r.wait
+	return r
+}
+
+// tryRead reads what the socket has into p, or returns errWouldBlock.
+func (r *rawReader) tryRead(p []byte) (int, error) {
+	r.p = p
+	err := r.raw.Read(r.tryFn)
+	r.p = nil
+	switch {
+	case err != nil:
+		return 0, err // closed, or a deadline
+	case r.err == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case r.err != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: r.tcp.LocalAddr(), Addr: r.tcp.RemoteAddr(), Err: os.NewSyscallError("read", r.err)}
+	case r.n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return r.n, nil
+}
+
+// try makes one read attempt and never asks the poller to wait.
+func (r *rawReader) try(fd uintptr) bool {
+	for {
+		r.n, r.err = syscall.Read(int(fd), r.p)
+		if r.err != syscall.EINTR {
+			return true
+		}
+	}
+}
+
+// waitReadable waits until the socket has something to read (or is
+// closed, or a deadline passes), without reading it.
+func (r *rawReader) waitReadable() error {
+	r.waited = false
+	return r.raw.Read(r.waitFn)
+}
+
+// wait is waitReadable's RawConn callback. RawConn.Read forgets any
+// readiness the poller saw before it was called, so the first call peeks
+// at the socket itself: data that came after tryRead's EAGAIN and before
+// this wait would otherwise wait for the next data to arrive.
+func (r *rawReader) wait(fd uintptr) bool {
+	if r.waited {
+		return true // called again: the poller saw the socket readable
+	}
+	r.waited = true
+	for {
+		_, _, err := syscall.Recvfrom(int(fd), r.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if err != syscall.EINTR {
+			return err != syscall.EAGAIN // data, EOF or an error: no need to wait
+		}
+	}
+}
