@@ -128,11 +128,13 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.metrics.h2Streams.Inc() // ServeHTTP's count ends when it returns
 	}
 	detached = true
-	proto := r.ProtoMajor
-	r = logOnly(ctx, r)
+	// Only what the access line reads of r lives as long as the tunnel;
+	// the request itself (header, URL, TLS state, context) need not.
+	method, proto, major, remote := r.Method, r.Proto, r.ProtoMajor, r.RemoteAddr
 	tunnel.Go(ctx, client, target, opt, func(st tunnel.Stats, err error) {
+		r := (&http.Request{Method: method, Proto: proto, RemoteAddr: remote}).WithContext(ctx)
 		s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
-		if proto == 2 {
+		if major == 2 {
 			s.metrics.h2Streams.Dec()
 		}
 		done()

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -50,12 +49,4 @@ func (s *Server) access(r *http.Request, kind, target string, status int, up, do
 	if kind == "tunnel" || kind == "websocket" {
 		m.tunnels.WithLabelValues(outcome(err)).Inc()
 	}
-}
-
-// logOnly returns what access reads of r (client, protocol, method), with
-// ctx, which holds the user, for a tunnel that outlives its handler: the
-// request's header, URL, TLS state and context need not live as long.
-func logOnly(ctx context.Context, r *http.Request) *http.Request {
-	return (&http.Request{Method: r.Method, Proto: r.Proto, ProtoMajor: r.ProtoMajor,
-		ProtoMinor: r.ProtoMinor, RemoteAddr: r.RemoteAddr}).WithContext(ctx)
 }
