@@ -112,28 +112,34 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.access(r, kindTunnel, authority, http.StatusOK, 0, 0, start, err)
 		return
 	}
+	detached = true
+	s.runTunnel(ctx, w, r, client, target, done, func(r *http.Request, st tunnel.Stats, err error) {
+		s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
+	})
+}
+
+// runTunnel splices client and target and returns without waiting for the
+// end (tunnel.Go), so that an idle tunnel holds neither the handler's
+// goroutine, whose stack routing, policy and dials grew, nor (HTTP/1.1)
+// net/http's per-connection state: the hijacked connection is ours, and
+// an h2 stream is detached from its handler. logEnd writes the tunnel's
+// access line, with a request holding only what access reads of r; done
+// (see track) runs last.
+func (s *Server) runTunnel(ctx context.Context, w http.ResponseWriter, r *http.Request, client, target tunnel.Conn, done func(), logEnd func(*http.Request, tunnel.Stats, error)) {
 	opt := tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout}
-	// Splice without this goroutine and return: an idle tunnel then holds
-	// neither its stack, grown by routing, policy and the dial, nor
-	// (HTTP/1.1) net/http's per-connection state (response writer,
-	// buffers, the request). The hijacked connection is ours; an h2 stream
-	// is detached from its handler.
 	if r.ProtoMajor == 2 {
 		if err := h2.Detach(w); err != nil {
 			// Not the native engine: the handler must stay.
 			st, err := tunnel.Splice(ctx, client, target, opt)
-			s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
+			logEnd(r, st, err)
+			done()
 			return
 		}
 		s.metrics.h2Streams.Inc() // ServeHTTP's count ends when it returns
 	}
-	detached = true
-	// Only what the access line reads of r lives as long as the tunnel;
-	// the request itself (header, URL, TLS state, context) need not.
 	method, proto, major, remote := r.Method, r.Proto, r.ProtoMajor, r.RemoteAddr
 	tunnel.Go(ctx, client, target, opt, func(st tunnel.Stats, err error) {
-		r := (&http.Request{Method: method, Proto: proto, RemoteAddr: remote}).WithContext(ctx)
-		s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
+		logEnd((&http.Request{Method: method, Proto: proto, RemoteAddr: remote}).WithContext(ctx), st, err)
 		if major == 2 {
 			s.metrics.h2Streams.Dec()
 		}

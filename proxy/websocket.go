@@ -193,19 +193,31 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, wt wsTar
 		s.fail(w, r, kindWebSocket, target, start, errBadRequest(err.Error()))
 		return
 	}
-	ctx, done, terr := s.track(r.Context(), r, kindWebSocket)
+	parent := r.Context()
+	if h1Client {
+		parent = tunnelValues(parent) // the tunnel outlives ServeHTTP (see serveConnect)
+	}
+	ctx, done, terr := s.track(parent, r, kindWebSocket)
 	if terr != nil {
 		s.fail(w, r, kindWebSocket, target, start, terr)
 		return
 	}
-	defer done()
+	detached := false
+	defer func() {
+		if !detached {
+			done()
+		}
+	}()
 	wt.extra = wt.extra.Clone()
 	if wt.extra == nil {
 		wt.extra = http.Header{}
 	}
 	wt.extra.Add("Via", s.via(r)) // RFC 9110 §7.6.3, on the origin's handshake too
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout+h2cProbeTimeout)
+	// The dial still ends when the client leaves before the answer.
+	stop := context.AfterFunc(r.Context(), cancel)
 	origin, err := s.openWebSocket(dctx, wt, offer)
+	stop()
 	cancel()
 	if err != nil {
 		s.fail(w, r, kindWebSocket, target, start, asError(err))
@@ -229,12 +241,14 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, wt wsTar
 		s.access(r, kindWebSocket, target, http.StatusOK, 0, 0, start, err)
 		return
 	}
-	st, err := tunnel.Splice(ctx, client, origin.conn, tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout})
 	status := http.StatusOK
 	if h1Client {
 		status = http.StatusSwitchingProtocols
 	}
-	s.access(r, kindWebSocket, target, status, st.Up, st.Down, start, err, "origin_proto", origin.proto)
+	detached = true
+	s.runTunnel(ctx, w, r, client, origin.conn, done, func(r *http.Request, st tunnel.Stats, err error) {
+		s.access(r, kindWebSocket, target, status, st.Up, st.Down, start, err, "origin_proto", origin.proto)
+	})
 }
 
 // relayResponse passes an origin's refusal of a WebSocket handshake on as
