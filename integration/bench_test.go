@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -234,9 +236,11 @@ func plainConnect(b *testing.B, plain, target string) net.Conn {
 // Each tunnel carries one byte each way before it goes idle; the -used
 // variants carry 64 KiB each way first, as a tunnel that served a page
 // and is kept alive does: what its buffers keep after traffic counts too.
+// h2-websocket tunnels are RFC 8441 WebSockets to an HTTP/1.1 origin, one
+// message echoed on each.
 func BenchmarkIdleTunnelMemory(b *testing.B) {
 	const n = 1000
-	for _, kind := range []string{"h2", "h1-tls", "h2-used", "h1-tls-used"} {
+	for _, kind := range []string{"h2", "h1-tls", "h2-used", "h1-tls-used", "h2-websocket"} {
 		b.Run(kind, func(b *testing.B) {
 			size := 1
 			if strings.HasSuffix(kind, "-used") {
@@ -245,8 +249,16 @@ func BenchmarkIdleTunnelMemory(b *testing.B) {
 			data := make([]byte, size)
 			echo := startTarget(b, echoConn)
 			p := StartProxy(b, "--allow-private", "--max-concurrent-streams", "2000")
+			var origin *wsOrigin
+			if kind == "h2-websocket" {
+				origin = startWSOrigin(b, wsOriginConfig{proto: "h1", session: 10 * time.Minute})
+			}
 			batch := func() {
 				var conns []io.ReadWriter
+				if origin != nil {
+					idleWebSockets(b, p, origin, n)
+					return
+				}
 				if strings.HasPrefix(kind, "h2") {
 					cc := dialH2(b, p)
 					ctx := testContext(b, 5*time.Minute)
@@ -277,6 +289,26 @@ func BenchmarkIdleTunnelMemory(b *testing.B) {
 			}
 			b.ReportMetric((rssBytes(b, p.PID())-before)/float64(b.N*n), "B/idle-tunnel")
 		})
+	}
+}
+
+// idleWebSockets opens n RFC 8441 WebSockets to origin over one HTTP/2
+// connection through p, echoes one message on each and leaves them open.
+func idleWebSockets(b *testing.B, p *Proxy, origin *wsOrigin, n int) {
+	cc := dialH2(b, p)
+	ctx := testContext(b, 5*time.Minute)
+	hdr := http.Header{":protocol": {"websocket"}, "Sec-Websocket-Version": {"13"}}
+	for range n {
+		st, err := wsExtendedConnect(ctx, cc, &url.URL{Scheme: "http", Host: origin.addr, Path: "/idle"}, hdr)
+		if err != nil || st.resp.StatusCode != http.StatusOK {
+			b.Fatalf("extended CONNECT: %v %v", st, err)
+		}
+		if err := wsWriteFrame(st.pw, 0x1, []byte("x")); err != nil {
+			b.Fatal(err)
+		}
+		if f, err := wsReadFrame(st.resp.Body); err != nil || string(f.payload) != "x" {
+			b.Fatalf("echo: %+v %v", f, err)
+		}
 	}
 }
 
