@@ -21,6 +21,12 @@ type rawReader struct {
 	peek   [1]byte
 	tryFn  func(uintptr) bool
 	waitFn func(uintptr) bool
+
+	// For readWaiting: the buffer to read into, taken only once the
+	// socket is readable, and given back before each wait.
+	get     func() []byte
+	put     func()
+	blockFn func(uintptr) bool
 }
 
 // errWouldBlock is what a read that does not wait returns on an empty
@@ -41,7 +47,7 @@ func newRawReader(tcp *net.TCPConn) *rawReader {
 		return nil
 	}
 	r := &rawReader{tcp: tcp, raw: raw}
-	r.tryFn, r.waitFn = r.try, r.wait
+	r.tryFn, r.waitFn, r.blockFn = r.try, r.wait, r.tryOrWait
 	return r
 }
 
@@ -50,6 +56,21 @@ func (r *rawReader) tryRead(p []byte) (int, error) {
 	r.p = p
 	err := r.raw.Read(r.tryFn)
 	r.p = nil
+	return r.result(err, len(p))
+}
+
+// readWaiting reads as a net.Conn Read does, into the buffer r.get gives
+// once the socket is readable, and calls r.put before it waits.
+func (r *rawReader) readWaiting() ([]byte, int, error) {
+	err := r.raw.Read(r.blockFn)
+	p := r.p
+	r.p = nil
+	n, err := r.result(err, len(p))
+	return p, n, err
+}
+
+// result turns a read's outcome into what a net.Conn Read returns.
+func (r *rawReader) result(err error, size int) (int, error) {
 	switch {
 	case err != nil:
 		return 0, err // closed, or a deadline
@@ -57,10 +78,23 @@ func (r *rawReader) tryRead(p []byte) (int, error) {
 		return 0, errWouldBlock
 	case r.err != nil:
 		return 0, &net.OpError{Op: "read", Net: "tcp", Source: r.tcp.LocalAddr(), Addr: r.tcp.RemoteAddr(), Err: os.NewSyscallError("read", r.err)}
-	case r.n == 0 && len(p) > 0:
+	case r.n == 0 && size > 0:
 		return 0, io.EOF
 	}
 	return r.n, nil
+}
+
+// tryOrWait is readWaiting's RawConn callback: one read attempt, and on an
+// empty socket the buffer goes back and the poller waits.
+func (r *rawReader) tryOrWait(fd uintptr) bool {
+	r.p = r.get()
+	r.try(fd)
+	if r.err == syscall.EAGAIN {
+		r.p = nil
+		r.put()
+		return false
+	}
+	return true
 }
 
 // try makes one read attempt and never asks the poller to wait.

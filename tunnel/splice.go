@@ -174,15 +174,18 @@ type direction struct {
 	kernel   bool
 	total    *int64 // in t.st
 
-	// handOff: wait for data on a new goroutine and end this one (see Go).
+	// handOff: wait for data on a new goroutine and end this one (see Go),
+	// if this one copied (and so may have grown its stack).
 	handOff bool
+	copied  bool
 	ready   bool // setup ran
 
 	b  copyBuf
 	hw HeadroomWriter
 	// read, when set, reads src into b without holding a buffer while it
-	// waits. It may return errWait instead of waiting, and wait waits.
-	read func() ([]byte, int, error)
+	// waits; unless told to block it returns errWait instead of waiting,
+	// and wait waits.
+	read func(block bool) ([]byte, int, error)
 	wait func() error
 }
 
@@ -212,7 +215,7 @@ func (d *direction) run() {
 		var n int
 		var rerr error
 		if d.read != nil {
-			buf, n, rerr = d.read()
+			buf, n, rerr = d.read(!d.handOff || !d.copied)
 		} else {
 			// Called here, not through a function value: the frame fewer
 			// keeps an idle tunnel's goroutines within the runtime's 2 KiB
@@ -221,14 +224,8 @@ func (d *direction) run() {
 			n, rerr = d.src.Read(buf)
 		}
 		if rerr == errWait {
-			if d.handOff {
-				go d.waitThenRun()
-				return
-			}
-			rerr = d.wait()
-			if rerr == nil {
-				continue
-			}
+			go d.waitThenRun()
+			return
 		}
 		if n > 0 {
 			if d.activity != nil {
@@ -242,6 +239,7 @@ func (d *direction) run() {
 				w, werr = d.dst.Write(buf[:n])
 			}
 			*d.total += int64(w)
+			d.copied = true
 			if werr != nil {
 				d.end(&Error{Side: d.to, Err: werr})
 				return
@@ -261,6 +259,7 @@ func (d *direction) run() {
 
 // waitThenRun waits for src on this new goroutine and then copies on.
 func (d *direction) waitThenRun() {
+	d.copied = false
 	if err := d.wait(); err != nil {
 		d.end(&Error{Side: d.from, Err: err})
 		return
@@ -360,28 +359,44 @@ func (b *copyBuf) adapt(n, size int) {
 }
 
 // reader returns how to read src into b without holding a buffer while
-// src has nothing: read, which returns errWait when it would have to wait,
-// and wait, which waits until read can go on. Both are nil when src is to
+// src has nothing: read, which waits if told to block and otherwise
+// returns errWait, and wait, which waits until read can go on. Both are nil when src is to
 // be read into b.buf() with its own Read. A plain TCP socket is read
 // through its RawConn, TLS over a BatchConn with reads that do not wait,
 // and a LazyReader asks for its buffer itself (and waits inside). Either
 // way an idle direction holds no buffer at all, and a busy one reads in
 // large chunks from the first read on.
-func (b *copyBuf) reader(src Conn) (read func() ([]byte, int, error), wait func() error) {
+func (b *copyBuf) reader(src Conn) (read func(block bool) ([]byte, int, error), wait func() error) {
 	if tcp := rawTCP(src); tcp != nil {
 		if rr := newRawReader(tcp); rr != nil {
 			b.lazy = true
-			return func() ([]byte, int, error) { return b.readOnce(src, rr, nil) }, rr.waitReadable
+			rr.get, rr.put = b.takeLarge, b.putLarge
+			return func(block bool) ([]byte, int, error) {
+				if block {
+					return rr.readWaiting()
+				}
+				return b.readOnce(src, rr, nil)
+			}, rr.waitReadable
 		}
 	}
 	if bc := batchUnder(src); bc != nil {
 		b.lazy = true
-		return func() ([]byte, int, error) { return b.readOnce(src, nil, bc) }, bc.rr.waitReadable
+		return func(block bool) ([]byte, int, error) {
+			for {
+				buf, n, err := b.readOnce(src, nil, bc)
+				if err != errWait || !block {
+					return buf, n, err
+				}
+				if err := bc.rr.waitReadable(); err != nil {
+					return nil, 0, err
+				}
+			}
+		}, bc.rr.waitReadable
 	}
 	if lr, ok := src.(LazyReader); ok {
 		b.lazy = true
 		idle, get := b.putLarge, b.takeLarge
-		return func() ([]byte, int, error) {
+		return func(bool) ([]byte, int, error) {
 			n, err := lr.ReadLazy(idle, get)
 			return b.buf(), n, err
 		}, nil
