@@ -7,5 +7,8 @@
 // tunnel keeps flowing the other way and a failure on one side is never
 // reported to the other side as a clean end (RFC 9113 §8.5).
 //
-// Splice is the only copy loop in h2proxy; every tunnel goes through it.
+// Splice (and Go, its form that does not hold the caller) is the only copy
+// loop in h2proxy; every tunnel goes through it. An idle tunnel holds no
+// copy buffer, and its waiting goroutines have the runtime's smallest
+// stack.
 package tunnel
