@@ -333,18 +333,25 @@ func TestTCPReadHoldsNoBufferWhileWaiting(t *testing.T) {
 		}
 		got += n
 	}
-	pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	if _, _, err := read(); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("read on a quiet socket = %v, want the deadline", err)
-	}
-	if b.large != nil {
-		t.Error("the large buffer was held while waiting")
-	}
-	pc.SetReadDeadline(time.Time{})
+	expectWaitHoldsNothing(t, pc, b, read)
 	peer.Close()
 	if _, _, err := read(); err != io.EOF {
 		t.Fatalf("read after the peer's FIN = %v, want io.EOF", err)
 	}
+}
+
+// expectWaitHoldsNothing reads c, which has nothing to read, with a short
+// deadline: the read must have waited for it, holding no large buffer.
+func expectWaitHoldsNothing(t *testing.T, c net.Conn, b *copyBuf, read func() ([]byte, int, error)) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, _, err := read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read with nothing to read = %v, want the deadline", err)
+	}
+	if b.large != nil {
+		t.Error("the large buffer was held while waiting")
+	}
+	c.SetReadDeadline(time.Time{})
 }
 
 // blocking makes a copyBuf reader read as a Read does: when there is
