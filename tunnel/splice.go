@@ -63,10 +63,10 @@ func Splice(ctx context.Context, client, target Conn, opt Options) (Stats, error
 
 // Go is Splice without holding the caller: it returns at once, and done
 // gets what Splice would have returned, on the goroutine that ends the
-// tunnel. A direction with nothing to read waits on a goroutine started
-// for that wait, whose stack is the runtime's smallest, not on the one
-// that copied (which the TLS code grows to 4 KiB or more): an idle tunnel
-// then costs two small stacks.
+// tunnel. A direction that copied and then finds nothing to read waits on
+// a goroutine started for that wait, whose stack is the runtime's
+// smallest, not on the one that copied (which the TLS code grows to 4 KiB
+// or more): an idle tunnel then costs two small stacks.
 func Go(ctx context.Context, client, target Conn, opt Options, done func(Stats, error)) {
 	t := start(ctx, client, target, opt, done)
 	t.down.handOff = true
