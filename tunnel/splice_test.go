@@ -359,3 +359,45 @@ func expectWaitHoldsNothing(t *testing.T, c net.Conn, b *copyBuf, read func() ([
 func blocking(read func(bool) ([]byte, int, error), _ func() error) func() ([]byte, int, error) {
 	return func() ([]byte, int, error) { return read(true) }
 }
+
+// Go returns at once and reports the tunnel's end to done, after traffic
+// both ways with pauses between (each a wait handed to a new goroutine).
+func TestGoReportsToDone(t *testing.T) {
+	forBothPaths(t, func(t *testing.T, hide bool) {
+		client, pc := tcpPair(t)
+		pt, target := tcpPair(t)
+		var a, b Conn = NetConn(pc, nil), NetConn(pt, nil)
+		if hide {
+			a, b = NetConn(pc, []byte{}), &hidden{NetConn(pt, nil)}
+		}
+		type result struct {
+			st  Stats
+			err error
+		}
+		done := make(chan result, 1)
+		Go(context.Background(), a, b, Options{}, func(st Stats, err error) { done <- result{st, err} })
+		buf := make([]byte, 4)
+		for range 3 {
+			client.Write([]byte("ping"))
+			if _, err := io.ReadFull(target, buf); err != nil {
+				t.Fatal(err)
+			}
+			target.Write([]byte("pong"))
+			if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "pong" {
+				t.Fatalf("client read %q, %v", buf, err)
+			}
+		}
+		client.CloseWrite()
+		if _, err := io.ReadAll(target); err != nil {
+			t.Fatal(err)
+		}
+		target.CloseWrite()
+		if _, err := io.ReadAll(client); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.err != nil || r.st.Up != 12 || r.st.Down != 12 {
+			t.Fatalf("done got %+v, %v; want 12 bytes each way and no error", r.st, r.err)
+		}
+	})
+}
