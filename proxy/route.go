@@ -195,10 +195,11 @@ type ownNames struct {
 	mu    sync.RWMutex
 	ports map[string]bool
 	hosts map[string]bool
+	addrs map[netip.AddrPort]bool // listening addresses, a wildcard one as such
 }
 
 func newOwnNames() *ownNames {
-	return &ownNames{ports: map[string]bool{}, hosts: map[string]bool{"localhost": true}}
+	return &ownNames{ports: map[string]bool{}, hosts: map[string]bool{"localhost": true}, addrs: map[netip.AddrPort]bool{}}
 }
 
 // add records a listening address.
@@ -224,6 +225,8 @@ func (o *ownNames) add(addr net.Addr) {
 	for _, h := range hosts {
 		o.hosts[h] = true
 	}
+	ap := ta.AddrPort()
+	o.addrs[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
 }
 
 // addName records a name the proxy is reached by (its certificate names).
@@ -235,11 +238,28 @@ func (o *ownNames) addName(name string) {
 
 // self reports whether dialling ap would reach one of the proxy's own
 // listeners (a loop): one of its ports on one of its addresses.
+//
+// A listener on one address takes only connections to that address: one
+// on 127.0.0.1 is not reached through 127.0.0.2, another loopback address
+// that another server may listen on. A wildcard listener takes them on
+// every address of the host. Connecting to the unspecified address
+// reaches the host itself, as its loopback address would.
 func (o *ownNames) self(ap netip.AddrPort) bool {
-	ip := ap.Addr().Unmap()
+	ip, port := ap.Addr().Unmap(), ap.Port()
+	switch {
+	case ip == netip.IPv4Unspecified():
+		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	case ip == netip.IPv6Unspecified():
+		ip = netip.IPv6Loopback()
+	}
 	o.mu.RLock()
 	defer o.mu.RUnlock()
-	return o.ports[strconv.Itoa(int(ap.Port()))] && (ip.IsLoopback() || ip.IsUnspecified() || o.hosts[ip.String()])
+	if o.addrs[netip.AddrPortFrom(ip, port)] {
+		return true
+	}
+	wild := o.addrs[netip.AddrPortFrom(netip.IPv4Unspecified(), port)] ||
+		o.addrs[netip.AddrPortFrom(netip.IPv6Unspecified(), port)]
+	return wild && (ip.IsLoopback() || o.hosts[ip.String()])
 }
 
 func (o *ownNames) match(authority string) bool {
