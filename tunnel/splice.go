@@ -178,7 +178,6 @@ type direction struct {
 	// if this one copied (and so may have grown its stack).
 	handOff bool
 	copied  bool
-	ready   bool // setup ran
 
 	b  copyBuf
 	hw HeadroomWriter
@@ -197,6 +196,9 @@ func newDirection(t *splice, dst, src Conn, from Side, activity *atomic.Int64, k
 	if from == Target {
 		d.to = Client
 	}
+	if !kernel {
+		d.setup()
+	}
 	return d
 }
 
@@ -206,9 +208,6 @@ func (d *direction) run() {
 	if d.kernel {
 		d.t.ended(d.copyKernel())
 		return
-	}
-	if !d.ready {
-		d.setup()
 	}
 	for {
 		var buf []byte
@@ -286,7 +285,6 @@ func (d *direction) setup() {
 		d.b.room = hw.Headroom()
 	}
 	d.read, d.wait = d.b.reader(d.src)
-	d.ready = true
 }
 
 // copyKernel copies TCP to TCP: io.Copy takes the kernel's splice(2) path.
