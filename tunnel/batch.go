@@ -45,7 +45,9 @@ var batchPool = sync.Pool{New: func() any {
 func NewBatchConn(c net.Conn) *BatchConn {
 	b := &BatchConn{Conn: c}
 	if tcp, ok := c.(*net.TCPConn); ok {
-		b.rr = newRawReader(tcp)
+		if b.rr = newRawReader(tcp); b.rr != nil {
+			b.rr.batch = b
+		}
 	}
 	return b
 }

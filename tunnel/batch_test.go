@@ -183,8 +183,9 @@ func TestTLSReadHoldsNoBufferWhileWaiting(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := &copyBuf{}
-	read := blocking(b.reader(NetConn(server, nil)))
-	if !b.lazy {
+	b.init(NetConn(server, nil))
+	read := blocking(b)
+	if b.mode != readTLS {
 		t.Fatal("TLS over a BatchConn not read without waiting")
 	}
 	var got []byte

@@ -12,22 +12,27 @@ import (
 // give back its copy buffer, or its goroutine, so that a tunnel waiting
 // for data holds neither. Reads are never concurrent.
 type rawReader struct {
-	tcp    *net.TCPConn
-	raw    syscall.RawConn
-	p      []byte // tryRead's argument and results, in fields so that
-	n      int    // a read allocates nothing
+	tcp   *net.TCPConn
+	raw   syscall.RawConn
+	batch *BatchConn // the BatchConn it reads for, if any
+	buf   *copyBuf   // for readWaiting: the buffer, taken once there is data
+
+	// The RawConn callback's mode, argument and results, in fields so
+	// that a read allocates nothing.
+	mode   uint8 // modeTry, modeWait, modeTryOrWait
+	fn     func(uintptr) bool
+	p      []byte
+	n      int
 	err    error
 	waited bool
 	peek   [1]byte
-	tryFn  func(uintptr) bool
-	waitFn func(uintptr) bool
-
-	// For readWaiting: the buffer to read into, taken only once the
-	// socket is readable, and given back before each wait.
-	get     func() []byte
-	put     func()
-	blockFn func(uintptr) bool
 }
+
+const (
+	modeTry       = iota // one read attempt, never wait (tryRead)
+	modeWait             // wait without reading (waitReadable)
+	modeTryOrWait        // read, waiting as a net.Conn does (readWaiting)
+)
 
 // errWouldBlock is what a read that does not wait returns on an empty
 // socket. It is a temporary net.Error, like a read deadline's, so that
@@ -47,22 +52,34 @@ func newRawReader(tcp *net.TCPConn) *rawReader {
 		return nil
 	}
 	r := &rawReader{tcp: tcp, raw: raw}
-	r.tryFn, r.waitFn, r.blockFn = r.try, r.wait, r.tryOrWait
+	r.fn = r.callback
 	return r
+}
+
+// callback is the one RawConn callback, doing what mode says.
+func (r *rawReader) callback(fd uintptr) bool {
+	switch r.mode {
+	case modeTry:
+		return r.try(fd)
+	case modeWait:
+		return r.wait(fd)
+	}
+	return r.tryOrWait(fd)
 }
 
 // tryRead reads what the socket has into p, or returns errWouldBlock.
 func (r *rawReader) tryRead(p []byte) (int, error) {
-	r.p = p
-	err := r.raw.Read(r.tryFn)
+	r.p, r.mode = p, modeTry
+	err := r.raw.Read(r.fn)
 	r.p = nil
 	return r.result(err, len(p))
 }
 
-// readWaiting reads as a net.Conn Read does, into the buffer r.get gives
-// once the socket is readable, and calls r.put before it waits.
+// readWaiting reads as a net.Conn Read does, into r.buf's large buffer,
+// taken once the socket is readable and given back before each wait.
 func (r *rawReader) readWaiting() ([]byte, int, error) {
-	err := r.raw.Read(r.blockFn)
+	r.mode = modeTryOrWait
+	err := r.raw.Read(r.fn)
 	p := r.p
 	r.p = nil
 	n, err := r.result(err, len(p))
@@ -87,11 +104,11 @@ func (r *rawReader) result(err error, size int) (int, error) {
 // tryOrWait is readWaiting's RawConn callback: one read attempt, and on an
 // empty socket the buffer goes back and the poller waits.
 func (r *rawReader) tryOrWait(fd uintptr) bool {
-	r.p = r.get()
+	r.p = r.buf.takeLarge()
 	r.try(fd)
 	if r.err == syscall.EAGAIN {
 		r.p = nil
-		r.put()
+		r.buf.putLarge()
 		return false
 	}
 	return true
@@ -110,8 +127,8 @@ func (r *rawReader) try(fd uintptr) bool {
 // waitReadable waits until the socket has something to read (or is
 // closed, or a deadline passes), without reading it.
 func (r *rawReader) waitReadable() error {
-	r.waited = false
-	return r.raw.Read(r.waitFn)
+	r.waited, r.mode = false, modeWait
+	return r.raw.Read(r.fn)
 }
 
 // wait is waitReadable's RawConn callback. RawConn.Read forgets any

@@ -181,11 +181,6 @@ type direction struct {
 
 	b  copyBuf
 	hw HeadroomWriter
-	// read, when set, reads src into b without holding a buffer while it
-	// waits; unless told to block it returns errWait instead of waiting,
-	// and wait waits.
-	read func(block bool) ([]byte, int, error)
-	wait func() error
 }
 
 // errWait is what a direction's read returns when src has nothing now.
@@ -213,8 +208,8 @@ func (d *direction) run() {
 		var buf []byte
 		var n int
 		var rerr error
-		if d.read != nil {
-			buf, n, rerr = d.read(!d.handOff || !d.copied)
+		if d.b.mode != readPlain {
+			buf, n, rerr = d.b.read(!d.handOff || !d.copied)
 		} else {
 			// Called here, not through a function value: the frame fewer
 			// keeps an idle tunnel's goroutines within the runtime's 2 KiB
@@ -233,7 +228,7 @@ func (d *direction) run() {
 			var w int
 			var werr error
 			if d.b.large != nil && d.hw != nil {
-				w, werr = d.hw.WriteHeadroom((*d.b.large)[:d.b.room+n])
+				w, werr = d.hw.WriteHeadroom((*d.b.large)[:int(d.b.room)+n])
 			} else {
 				w, werr = d.dst.Write(buf[:n])
 			}
@@ -259,7 +254,7 @@ func (d *direction) run() {
 // waitThenRun waits for src on this new goroutine and then copies on.
 func (d *direction) waitThenRun() {
 	d.copied = false
-	if err := d.wait(); err != nil {
+	if err := d.b.rr.waitReadable(); err != nil {
 		d.end(&Error{Side: d.from, Err: err})
 		return
 	}
@@ -276,15 +271,15 @@ func (d *direction) setup() {
 	// A destination that frames its writes may prefer reads of a
 	// multiple of some size (see WriteSizer).
 	if ws, ok := d.dst.(WriteSizer); ok {
-		d.b.unit = ws.WriteSize()
+		d.b.unit = int32(ws.WriteSize())
 	}
 	// One that puts a header in front of what it writes gets room for it
 	// in front of the data read into the large buffer (see HeadroomWriter).
 	if hw, ok := d.dst.(HeadroomWriter); ok {
 		d.hw = hw
-		d.b.room = hw.Headroom()
+		d.b.room = int32(hw.Headroom())
 	}
-	d.read, d.wait = d.b.reader(d.src)
+	d.b.init(d.src)
 }
 
 // copyKernel copies TCP to TCP: io.Copy takes the kernel's splice(2) path.
@@ -298,17 +293,33 @@ func (d *direction) copyKernel() error {
 	return closeWrite(d.dst)
 }
 
-// copyBuf is one direction's copy buffer (see smallBuf): a large one from
-// the pool while data streams, and otherwise a small one of its own, or
-// none at all when reading a plain TCP socket, TLS over a BatchConn or a
-// LazyReader.
+// copyBuf is one direction's copy buffer (see smallBuf) and the way its
+// source is read: a large buffer from the pool while data streams, and
+// otherwise a small one of its own, or none at all when the source can
+// wait for data before it is given a buffer (see init).
 type copyBuf struct {
-	room, unit int // headroom for the destination, read size multiple
+	room, unit int32 // headroom for the destination, read size multiple
+	short      int8  // reads in a row that came in small (readPlain)
+	mode       srcMode
 	small      []byte
 	large      *[]byte
-	short      int  // reads in a row that came in small
-	lazy       bool // the large buffer is taken only when data is there
+	src        Conn
+	rr         *rawReader // readTCP: the socket's; readTLS: the BatchConn's
+	lr         LazyReader
+	// readLazy: putLarge and takeLarge, as ReadLazy takes them.
+	idle   func()
+	getBuf func() []byte
 }
+
+// srcMode is how a copyBuf reads its source.
+type srcMode uint8
+
+const (
+	readPlain srcMode = iota // src's Read into buf(), waiting with the small buffer
+	readTCP                  // a plain TCP socket, through its RawConn
+	readTLS                  // TLS over a BatchConn, with reads that do not wait
+	readLazy                 // a LazyReader, which asks for its buffer itself
+)
 
 // buf is where the next read goes.
 func (b *copyBuf) buf() []byte {
@@ -316,8 +327,8 @@ func (b *copyBuf) buf() []byte {
 		return b.small
 	}
 	buf := (*b.large)[b.room:]
-	if b.unit > 0 && b.unit <= len(buf) {
-		buf = buf[:len(buf)/b.unit*b.unit]
+	if unit := int(b.unit); unit > 0 && unit <= len(buf) {
+		buf = buf[:len(buf)/unit*unit]
 	}
 	return buf
 }
@@ -343,7 +354,7 @@ func (b *copyBuf) putLarge() {
 // that buffer back.
 func (b *copyBuf) adapt(n, size int) {
 	switch {
-	case b.lazy:
+	case b.mode != readPlain:
 	case b.large == nil && n == size:
 		b.large = largePool.Get().(*[]byte) // data is streaming
 	case b.large != nil && n < smallBuf:
@@ -356,51 +367,54 @@ func (b *copyBuf) adapt(n, size int) {
 	}
 }
 
-// reader returns how to read src into b without holding a buffer while
-// src has nothing: read, which waits if told to block and otherwise
-// returns errWait, and wait, which waits until read can go on. Both are nil when src is to
-// be read into b.buf() with its own Read. A plain TCP socket is read
-// through its RawConn, TLS over a BatchConn with reads that do not wait,
-// and a LazyReader asks for its buffer itself (and waits inside). Either
-// way an idle direction holds no buffer at all, and a busy one reads in
-// large chunks from the first read on.
-func (b *copyBuf) reader(src Conn) (read func(block bool) ([]byte, int, error), wait func() error) {
+// init picks how src is read. A plain TCP socket is read through its
+// RawConn, TLS over a BatchConn with reads that do not wait, and a
+// LazyReader asks for its buffer itself: either way an idle direction
+// holds no buffer at all, and a busy one reads in large chunks from the
+// first read on. Any other source is read with its own Read.
+func (b *copyBuf) init(src Conn) {
+	b.src = src
 	if tcp := rawTCP(src); tcp != nil {
-		if rr := newRawReader(tcp); rr != nil {
-			b.lazy = true
-			rr.get, rr.put = b.takeLarge, b.putLarge
-			return func(block bool) ([]byte, int, error) {
-				if block {
-					return rr.readWaiting()
-				}
-				return b.readOnce(src, rr, nil)
-			}, rr.waitReadable
+		if b.rr = newRawReader(tcp); b.rr != nil {
+			b.mode, b.rr.buf = readTCP, b
+			return
 		}
 	}
 	if bc := batchUnder(src); bc != nil {
-		b.lazy = true
-		return func(block bool) ([]byte, int, error) {
-			for {
-				buf, n, err := b.readOnce(src, nil, bc)
-				if err != errWait || !block {
-					return buf, n, err
-				}
-				if err := bc.rr.waitReadable(); err != nil {
-					return nil, 0, err
-				}
-			}
-		}, bc.rr.waitReadable
+		b.mode, b.rr = readTLS, bc.rr
+		return
 	}
 	if lr, ok := src.(LazyReader); ok {
-		b.lazy = true
-		idle, get := b.putLarge, b.takeLarge
-		return func(bool) ([]byte, int, error) {
-			n, err := lr.ReadLazy(idle, get)
-			return b.buf(), n, err
-		}, nil
+		b.mode, b.lr = readLazy, lr
+		b.idle, b.getBuf = b.putLarge, b.takeLarge
+		return
 	}
 	b.small = make([]byte, smallBuf)
-	return nil, nil // the direction reads src into b.buf() itself
+}
+
+// read reads src when the mode is not readPlain. Told not to block, it
+// returns errWait instead of waiting (readTCP, readTLS), and b.rr's
+// waitReadable waits until it can go on.
+func (b *copyBuf) read(block bool) ([]byte, int, error) {
+	switch b.mode {
+	case readTCP:
+		if block {
+			return b.rr.readWaiting()
+		}
+		return b.readOnce()
+	case readTLS:
+		for {
+			buf, n, err := b.readOnce()
+			if err != errWait || !block {
+				return buf, n, err
+			}
+			if err := b.rr.waitReadable(); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	n, err := b.lr.ReadLazy(b.idle, b.getBuf)
+	return b.buf(), n, err
 }
 
 // batchUnder returns the BatchConn under src when src is TLS over one that
@@ -421,19 +435,20 @@ func batchUnder(src Conn) *BatchConn {
 }
 
 // readOnce reads src into the large buffer if there is something to read:
-// the TCP socket rr itself, or TLS over bc, whose record layer may have a
-// record already, or get one from the socket. Otherwise it gives the large
-// buffer back and returns errWait. crypto/tls keeps a partial record
-// across a read that would block, as across a read deadline.
-func (b *copyBuf) readOnce(src Conn, rr *rawReader, bc *BatchConn) ([]byte, int, error) {
+// the TCP socket itself, or TLS, whose record layer may have a record
+// already, or get one from the socket. Otherwise it gives the large buffer
+// back and returns errWait. crypto/tls keeps a partial record across a
+// read that would block, as across a read deadline.
+func (b *copyBuf) readOnce() ([]byte, int, error) {
 	buf := b.takeLarge()
 	var n int
 	var err error
-	if rr != nil {
-		n, err = rr.tryRead(buf)
+	if b.mode == readTCP {
+		n, err = b.rr.tryRead(buf)
 	} else {
+		bc := b.rr.batch
 		bc.noWait = true
-		n, err = src.Read(buf)
+		n, err = b.src.Read(buf)
 		bc.noWait = false
 	}
 	if err != errWouldBlock {

@@ -303,23 +303,23 @@ func TestShortTailKeepsLargeBuffer(t *testing.T) {
 func TestTCPReadHoldsNoBufferWhileWaiting(t *testing.T) {
 	pc, peer := tcpPair(t)
 	b := &copyBuf{}
-	try, wait := b.reader(NetConn(pc, nil))
-	if !b.lazy {
+	b.init(NetConn(pc, nil))
+	if b.mode != readTCP {
 		t.Fatal("plain TCP not read through its RawConn")
 	}
 	// Told not to block, a read on an empty socket says so, holding
 	// nothing; the wait that follows ends when data comes.
-	if _, _, err := try(false); err != errWait || b.large != nil {
+	if _, _, err := b.read(false); err != errWait || b.large != nil {
 		t.Fatalf("read on an empty socket = %v (large buffer held: %v), want errWait", err, b.large != nil)
 	}
 	go peer.Write([]byte("early"))
-	if err := wait(); err != nil {
+	if err := b.rr.waitReadable(); err != nil {
 		t.Fatal(err)
 	}
-	if buf, n, err := try(false); err != nil || string(buf[:n]) != "early" {
+	if buf, n, err := b.read(false); err != nil || string(buf[:n]) != "early" {
 		t.Fatalf("read after the wait = %q, %v", buf[:n], err)
 	}
-	read := blocking(try, wait)
+	read := blocking(b)
 	const size = 40000
 	go peer.Write(make([]byte, size))
 	got := 0
@@ -354,10 +354,10 @@ func expectWaitHoldsNothing(t *testing.T, c net.Conn, b *copyBuf, read func() ([
 	c.SetReadDeadline(time.Time{})
 }
 
-// blocking makes a copyBuf reader read as a Read does: when there is
-// nothing to read, it waits and tries again.
-func blocking(read func(bool) ([]byte, int, error), _ func() error) func() ([]byte, int, error) {
-	return func() ([]byte, int, error) { return read(true) }
+// blocking reads b's source as a Read does: when there is nothing to
+// read, it waits and tries again.
+func blocking(b *copyBuf) func() ([]byte, int, error) {
+	return func() ([]byte, int, error) { return b.read(true) }
 }
 
 // Go returns at once and reports the tunnel's end to done, after traffic
