@@ -26,6 +26,7 @@ type rawReader struct {
 	err    error
 	waited bool
 	peek   [1]byte
+	failed error // what the wait's peek found wrong with the socket
 }
 
 const (
@@ -127,8 +128,16 @@ func (r *rawReader) try(fd uintptr) bool {
 // waitReadable waits until the socket has something to read (or is
 // closed, or a deadline passes), without reading it.
 func (r *rawReader) waitReadable() error {
-	r.waited, r.mode = false, modeWait
-	return r.raw.Read(r.fn)
+	r.waited, r.mode, r.failed = false, modeWait, nil
+	if err := r.raw.Read(r.fn); err != nil {
+		return err
+	}
+	if r.failed != nil {
+		// The peek took the socket's error (a reset, say): the next read
+		// would find a clean end instead, so the error is the wait's.
+		return &net.OpError{Op: "read", Net: "tcp", Source: r.tcp.LocalAddr(), Addr: r.tcp.RemoteAddr(), Err: os.NewSyscallError("read", r.failed)}
+	}
+	return nil
 }
 
 // wait is waitReadable's RawConn callback. RawConn.Read forgets any
@@ -142,8 +151,15 @@ func (r *rawReader) wait(fd uintptr) bool {
 	r.waited = true
 	for {
 		_, _, err := syscall.Recvfrom(int(fd), r.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if err != syscall.EINTR {
-			return err != syscall.EAGAIN // data, EOF or an error: no need to wait
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		case nil:
+			return true // data or EOF: no need to wait
 		}
+		r.failed = err
+		return true
 	}
 }

@@ -1,6 +1,8 @@
 package tunnel
 
 import (
+	"errors"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -21,5 +23,21 @@ func TestWaitReadableSeesDataFromBefore(t *testing.T) {
 	pc.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if err := rr.waitReadable(); err != nil {
 		t.Fatalf("wait with data on the socket = %v", err)
+	}
+}
+
+// A reset that the wait's peek finds is the wait's error: the peek takes
+// the socket's error, and the read after it would see a clean end.
+func TestWaitReadableReportsReset(t *testing.T) {
+	pc, peer := tcpPair(t)
+	rr := newRawReader(pc)
+	if _, err := rr.tryRead(make([]byte, 16)); err != errWouldBlock {
+		t.Fatalf("read on an empty socket = %v, want errWouldBlock", err)
+	}
+	peer.SetLinger(0)
+	peer.Close() // RST
+	pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if err := rr.waitReadable(); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("wait after the peer's reset = %v, want ECONNRESET", err)
 	}
 }
