@@ -4,24 +4,38 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/h2proxy/h2proxy/h1"
 	"github.com/h2proxy/h2proxy/h2"
 	"github.com/h2proxy/h2proxy/tunnel"
 )
 
-// activeTunnel is a tunnel known to Shutdown, which cancels it when the
-// drain deadline passes (net/http does not track hijacked connections).
+// activeTunnel is a tunnel known to Shutdown, which ends it when the
+// drain deadline passes (net/http does not track hijacked connections):
+// while it dials by cancelling the dial's context, once it is spliced by
+// aborting it. Its context is let go once spliced: an idle tunnel need
+// not keep a cancellable context and what watching it costs.
 type activeTunnel struct {
-	cancel context.CancelCauseFunc
+	s      *Server
+	client string
+	active prometheus.Gauge
+
+	mu     sync.Mutex
+	cancel context.CancelCauseFunc // until spliced
+	abort  func(error)             // once spliced
+	ended  error                   // why Shutdown ended it
 }
 
-// track registers a tunnel; the returned context is cancelled at the drain
-// deadline. It refuses while the server shuts down (503) and past the
-// per-client cap (429). The context derives from parent (r's context, or
-// one without its cancellation for a tunnel that outlives ServeHTTP).
-func (s *Server) track(parent context.Context, r *http.Request, kind string) (context.Context, func(), *Error) {
+// track registers a tunnel; the returned context, for its dial, is
+// cancelled at the drain deadline. It refuses while the server shuts down
+// (503) and past the per-client cap (429). The context derives from
+// parent (r's context, or one without its cancellation for a tunnel that
+// outlives ServeHTTP).
+func (s *Server) track(parent context.Context, r *http.Request, kind string) (context.Context, *activeTunnel, *Error) {
 	client := clientIP(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -33,23 +47,60 @@ func (s *Server) track(parent context.Context, r *http.Request, kind string) (co
 			Detail: fmt.Sprintf("at most %d open tunnels per client", max)}
 	}
 	ctx, cancel := context.WithCancelCause(parent)
-	t := &activeTunnel{cancel: cancel}
-	active := s.metrics.activeTunnels.WithLabelValues(protoLabel(r), kind)
+	t := &activeTunnel{s: s, client: client, cancel: cancel,
+		active: s.metrics.activeTunnels.WithLabelValues(protoLabel(r), kind)}
 	s.tunnels[t] = struct{}{}
 	s.perClient[client]++
 	s.wg.Add(1)
-	active.Inc()
-	return ctx, func() {
-		active.Dec()
+	t.active.Inc()
+	return ctx, t, nil
+}
+
+// end ends the tunnel for Shutdown.
+func (t *activeTunnel) end(err error) {
+	t.mu.Lock()
+	t.ended = err
+	cancel, abort := t.cancel, t.abort
+	t.mu.Unlock()
+	if abort != nil {
+		abort(err)
+	} else if cancel != nil {
+		cancel(err)
+	}
+}
+
+// spliced hands ending the tunnel over from the dial's context to abort.
+func (t *activeTunnel) spliced(abort func(error)) {
+	t.mu.Lock()
+	cancel, err := t.cancel, t.ended
+	t.cancel, t.abort = nil, abort
+	t.mu.Unlock()
+	if cancel != nil {
 		cancel(nil)
-		s.mu.Lock()
-		delete(s.tunnels, t)
-		if s.perClient[client]--; s.perClient[client] <= 0 {
-			delete(s.perClient, client)
-		}
-		s.mu.Unlock()
-		s.wg.Done()
-	}, nil
+	}
+	if err != nil {
+		abort(err) // Shutdown came first
+	}
+}
+
+// done unregisters the tunnel, once it (or the attempt) is over.
+func (t *activeTunnel) done() {
+	t.mu.Lock()
+	cancel := t.cancel
+	t.cancel = nil
+	t.mu.Unlock()
+	if cancel != nil {
+		cancel(nil)
+	}
+	t.active.Dec()
+	s := t.s
+	s.mu.Lock()
+	delete(s.tunnels, t)
+	if s.perClient[t.client]--; s.perClient[t.client] <= 0 {
+		delete(s.perClient, t.client)
+	}
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // serveConnect handles CONNECT host:port on HTTP/1.1 (RFC 9110 §9.3.6) and
@@ -73,7 +124,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		// keeps the values it needs but not the cancellation.
 		parent = tunnelValues(parent)
 	}
-	ctx, done, terr := s.track(parent, r, kindTunnel)
+	ctx, at, terr := s.track(parent, r, kindTunnel)
 	if terr != nil {
 		s.fail(w, r, kindTunnel, authority, start, terr)
 		return
@@ -81,7 +132,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	detached := false
 	defer func() {
 		if !detached {
-			done()
+			at.done()
 		}
 	}()
 
@@ -113,7 +164,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	detached = true
-	s.runTunnel(ctx, w, r, client, target, done, func(r *http.Request, st tunnel.Stats, err error) {
+	s.runTunnel(ctx, parent, w, r, client, target, at, func(r *http.Request, st tunnel.Stats, err error) {
 		s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
 	})
 }
@@ -122,29 +173,30 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 // end (tunnel.Go), so that an idle tunnel holds neither the handler's
 // goroutine, whose stack routing, policy and dials grew, nor (HTTP/1.1)
 // net/http's per-connection state: the hijacked connection is ours, and
-// an h2 stream is detached from its handler. logEnd writes the tunnel's
-// access line, with a request holding only what access reads of r; done
-// (see track) runs last.
-func (s *Server) runTunnel(ctx context.Context, w http.ResponseWriter, r *http.Request, client, target tunnel.Conn, done func(), logEnd func(*http.Request, tunnel.Stats, error)) {
+// an h2 stream is detached from its handler. ctx is at's context, parent
+// the one it derives from, which the detached tunnel keeps. logEnd writes
+// the tunnel's access line, with a request holding only what access reads
+// of r; at's done runs last.
+func (s *Server) runTunnel(ctx, parent context.Context, w http.ResponseWriter, r *http.Request, client, target tunnel.Conn, at *activeTunnel, logEnd func(*http.Request, tunnel.Stats, error)) {
 	opt := tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout}
 	if r.ProtoMajor == 2 {
 		if err := h2.Detach(w); err != nil {
 			// Not the native engine: the handler must stay.
 			st, err := tunnel.Splice(ctx, client, target, opt)
 			logEnd(r, st, err)
-			done()
+			at.done()
 			return
 		}
 		s.metrics.h2Streams.Inc() // ServeHTTP's count ends when it returns
 	}
 	method, proto, major, remote := r.Method, r.Proto, r.ProtoMajor, r.RemoteAddr
-	tunnel.Go(ctx, client, target, opt, func(st tunnel.Stats, err error) {
-		logEnd((&http.Request{Method: method, Proto: proto, RemoteAddr: remote}).WithContext(ctx), st, err)
+	at.spliced(tunnel.Go(parent, client, target, opt, func(st tunnel.Stats, err error) {
+		logEnd((&http.Request{Method: method, Proto: proto, RemoteAddr: remote}).WithContext(parent), st, err)
 		if major == 2 {
 			s.metrics.h2Streams.Dec()
 		}
-		done()
-	})
+		at.done()
+	}))
 }
 
 // tunnelValues returns a context holding only what a tunnel reads from

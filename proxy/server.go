@@ -385,10 +385,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		s.mu.Lock()
+		tunnels := make([]*activeTunnel, 0, len(s.tunnels))
 		for t := range s.tunnels {
-			t.cancel(errShutdown)
+			tunnels = append(tunnels, t)
 		}
 		s.mu.Unlock()
+		for _, t := range tunnels {
+			t.end(errShutdown) // outside s.mu: an ending tunnel's done takes it
+		}
 		<-done
 		_ = s.hs.Close()
 	}

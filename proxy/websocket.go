@@ -197,7 +197,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, wt wsTar
 	if h1Client {
 		parent = tunnelValues(parent) // the tunnel outlives ServeHTTP (see serveConnect)
 	}
-	ctx, done, terr := s.track(parent, r, kindWebSocket)
+	ctx, at, terr := s.track(parent, r, kindWebSocket)
 	if terr != nil {
 		s.fail(w, r, kindWebSocket, target, start, terr)
 		return
@@ -205,7 +205,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, wt wsTar
 	detached := false
 	defer func() {
 		if !detached {
-			done()
+			at.done()
 		}
 	}()
 	wt.extra = wt.extra.Clone()
@@ -246,7 +246,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, wt wsTar
 		status = http.StatusSwitchingProtocols
 	}
 	detached = true
-	s.runTunnel(ctx, w, r, client, origin.conn, done, func(r *http.Request, st tunnel.Stats, err error) {
+	s.runTunnel(ctx, parent, w, r, client, origin.conn, at, func(r *http.Request, st tunnel.Stats, err error) {
 		s.access(r, kindWebSocket, target, status, st.Up, st.Down, start, err, "origin_proto", origin.proto)
 	})
 }

@@ -66,11 +66,14 @@ func Splice(ctx context.Context, client, target Conn, opt Options) (Stats, error
 // tunnel. A direction that copied and then finds nothing to read waits on
 // a goroutine started for that wait, whose stack is the runtime's
 // smallest, not on the one that copied (which the TLS code grows to 4 KiB
-// or more): an idle tunnel then costs two small stacks.
-func Go(ctx context.Context, client, target Conn, opt Options, done func(Stats, error)) {
+// or more): an idle tunnel then costs two small stacks. The returned
+// abort ends the tunnel with a cause, as ctx being done would; a ctx that
+// is never done costs nothing to watch.
+func Go(ctx context.Context, client, target Conn, opt Options, done func(Stats, error)) (abort func(error)) {
 	t := start(ctx, client, target, opt, done)
 	t.down.handOff = true
 	go t.down.run()
+	return t.abort
 }
 
 // start sets the tunnel up and starts the upload direction.
@@ -78,7 +81,9 @@ func start(ctx context.Context, client, target Conn, opt Options, done func(Stat
 	t := &splice{client: client, target: target, done: done}
 	t.activity.Store(time.Now().UnixNano())
 	t.running.Store(2)
-	t.stop = context.AfterFunc(ctx, func() { t.abort(context.Cause(ctx)) })
+	if ctx.Done() != nil {
+		t.stop = context.AfterFunc(ctx, func() { t.abort(context.Cause(ctx)) })
+	}
 	if opt.IdleTimeout > 0 {
 		t.timer = time.AfterFunc(opt.IdleTimeout, func() {
 			if since := time.Since(time.Unix(0, t.activity.Load())); since < opt.IdleTimeout {
@@ -109,7 +114,7 @@ type splice struct {
 	up, down       *direction
 	running        atomic.Int32 // directions not ended
 	st             Stats
-	stop           func() bool // ends the ctx watch
+	stop           func() bool // ends the ctx watch, if any
 	timer          *time.Timer // idle timeout, or nil
 	done           func(Stats, error)
 
@@ -124,7 +129,9 @@ func (t *splice) ended(err error) {
 	if t.running.Add(-1) > 0 {
 		return
 	}
-	t.stop()
+	if t.stop != nil {
+		t.stop()
+	}
 	if t.timer != nil {
 		t.timer.Stop()
 	}
