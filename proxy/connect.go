@@ -23,6 +23,9 @@ type activeTunnel struct {
 	s      *Server
 	client string
 	active prometheus.Gauge
+	// parent is the context the spliced tunnel keeps: r's, or for
+	// HTTP/1.1, which ServeHTTP's return cancels, only its values.
+	parent context.Context
 
 	mu     sync.Mutex
 	cancel context.CancelCauseFunc // until spliced
@@ -30,13 +33,19 @@ type activeTunnel struct {
 	ended  error                   // why Shutdown ended it
 }
 
-// track registers a tunnel; the returned context, for its dial, is
-// cancelled at the drain deadline. It refuses while the server shuts down
-// (503) and past the per-client cap (429). The context derives from
-// parent (r's context, or one without its cancellation for a tunnel that
-// outlives ServeHTTP).
-func (s *Server) track(parent context.Context, r *http.Request, kind string) (context.Context, *activeTunnel, *Error) {
+// track registers a tunnel; the returned context, for its dial, derives
+// from the tunnel's parent and is cancelled at the drain deadline. It
+// refuses while the server shuts down (503) and past the per-client cap
+// (429).
+func (s *Server) track(r *http.Request, kind string) (context.Context, *activeTunnel, *Error) {
 	client := clientIP(r)
+	parent := r.Context()
+	if r.ProtoMajor == 1 {
+		// net/http cancels an HTTP/1.1 request's context when ServeHTTP
+		// returns, and a hijacked tunnel is spliced after that: it keeps
+		// the values it needs but not the cancellation.
+		parent = tunnelValues(parent)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
@@ -47,7 +56,7 @@ func (s *Server) track(parent context.Context, r *http.Request, kind string) (co
 			Detail: fmt.Sprintf("at most %d open tunnels per client", max)}
 	}
 	ctx, cancel := context.WithCancelCause(parent)
-	t := &activeTunnel{s: s, client: client, cancel: cancel,
+	t := &activeTunnel{s: s, client: client, parent: parent, cancel: cancel,
 		active: s.metrics.activeTunnels.WithLabelValues(protoLabel(r), kind)}
 	s.tunnels[t] = struct{}{}
 	s.perClient[client]++
@@ -117,14 +126,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, kindTunnel, authority, start, &Error{Status: http.StatusLoopDetected, Type: "proxy_loop_detected", Detail: "CONNECT to the proxy itself"})
 		return
 	}
-	parent := r.Context()
-	if r.ProtoMajor == 1 {
-		// net/http cancels an HTTP/1.1 request's context when ServeHTTP
-		// returns, and the hijacked tunnel below is spliced after that: it
-		// keeps the values it needs but not the cancellation.
-		parent = tunnelValues(parent)
-	}
-	ctx, at, terr := s.track(parent, r, kindTunnel)
+	ctx, at, terr := s.track(r, kindTunnel)
 	if terr != nil {
 		s.fail(w, r, kindTunnel, authority, start, terr)
 		return
@@ -164,7 +166,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	detached = true
-	s.runTunnel(ctx, parent, w, r, client, target, at, func(r *http.Request, st tunnel.Stats, err error) {
+	s.runTunnel(ctx, w, r, client, target, at, func(r *http.Request, st tunnel.Stats, err error) {
 		s.access(r, kindTunnel, authority, http.StatusOK, st.Up, st.Down, start, err)
 	})
 }
@@ -173,11 +175,11 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 // end (tunnel.Go), so that an idle tunnel holds neither the handler's
 // goroutine, whose stack routing, policy and dials grew, nor (HTTP/1.1)
 // net/http's per-connection state: the hijacked connection is ours, and
-// an h2 stream is detached from its handler. ctx is at's context, parent
-// the one it derives from, which the detached tunnel keeps. logEnd writes
-// the tunnel's access line, with a request holding only what access reads
-// of r; at's done runs last.
-func (s *Server) runTunnel(ctx, parent context.Context, w http.ResponseWriter, r *http.Request, client, target tunnel.Conn, at *activeTunnel, logEnd func(*http.Request, tunnel.Stats, error)) {
+// an h2 stream is detached from its handler. ctx is at's context; the
+// detached tunnel keeps only at's parent. logEnd writes the tunnel's
+// access line, with a request holding only what access reads of r; at's
+// done runs last.
+func (s *Server) runTunnel(ctx context.Context, w http.ResponseWriter, r *http.Request, client, target tunnel.Conn, at *activeTunnel, logEnd func(*http.Request, tunnel.Stats, error)) {
 	opt := tunnel.Options{IdleTimeout: s.cfg.TunnelIdleTimeout}
 	if r.ProtoMajor == 2 {
 		if err := h2.Detach(w); err != nil {
@@ -190,8 +192,8 @@ func (s *Server) runTunnel(ctx, parent context.Context, w http.ResponseWriter, r
 		s.metrics.h2Streams.Inc() // ServeHTTP's count ends when it returns
 	}
 	method, proto, major, remote := r.Method, r.Proto, r.ProtoMajor, r.RemoteAddr
-	at.spliced(tunnel.Go(parent, client, target, opt, func(st tunnel.Stats, err error) {
-		logEnd((&http.Request{Method: method, Proto: proto, RemoteAddr: remote}).WithContext(parent), st, err)
+	at.spliced(tunnel.Go(at.parent, client, target, opt, func(st tunnel.Stats, err error) {
+		logEnd((&http.Request{Method: method, Proto: proto, RemoteAddr: remote}).WithContext(at.parent), st, err)
 		if major == 2 {
 			s.metrics.h2Streams.Dec()
 		}

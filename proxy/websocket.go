@@ -193,11 +193,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, wt wsTar
 		s.fail(w, r, kindWebSocket, target, start, errBadRequest(err.Error()))
 		return
 	}
-	parent := r.Context()
-	if h1Client {
-		parent = tunnelValues(parent) // the tunnel outlives ServeHTTP (see serveConnect)
-	}
-	ctx, at, terr := s.track(parent, r, kindWebSocket)
+	ctx, at, terr := s.track(r, kindWebSocket)
 	if terr != nil {
 		s.fail(w, r, kindWebSocket, target, start, terr)
 		return
@@ -246,7 +242,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, wt wsTar
 		status = http.StatusSwitchingProtocols
 	}
 	detached = true
-	s.runTunnel(ctx, parent, w, r, client, origin.conn, at, func(r *http.Request, st tunnel.Stats, err error) {
+	s.runTunnel(ctx, w, r, client, origin.conn, at, func(r *http.Request, st tunnel.Stats, err error) {
 		s.access(r, kindWebSocket, target, status, st.Up, st.Down, start, err, "origin_proto", origin.proto)
 	})
 }

@@ -26,10 +26,9 @@ type BatchConn struct {
 	held int
 	buf  *[]byte // pooled; nil when nothing is held
 
-	// Reads that do not wait (Read with noWait set), over plain TCP only,
-	// for Splice's reads of TLS; nil otherwise.
-	rr     *rawReader
-	noWait bool
+	// Reads that do not wait (Read while rr.noWait is set), over plain
+	// TCP only, for Splice's reads of TLS; nil otherwise.
+	rr *rawReader
 }
 
 // maxHeld bounds what a hold gathers: beyond it Write sends what it has,
@@ -45,9 +44,7 @@ var batchPool = sync.Pool{New: func() any {
 func NewBatchConn(c net.Conn) *BatchConn {
 	b := &BatchConn{Conn: c}
 	if tcp, ok := c.(*net.TCPConn); ok {
-		if b.rr = newRawReader(tcp); b.rr != nil {
-			b.rr.batch = b
-		}
+		b.rr = newRawReader(tcp)
 	}
 	return b
 }
@@ -109,10 +106,10 @@ func (c *BatchConn) flushLocked() error {
 	return err
 }
 
-// Read reads as net.Conn does, or, while noWait is set, returns
+// Read reads as net.Conn does, or, while rr.noWait is set, returns
 // errWouldBlock instead of waiting for the socket.
 func (c *BatchConn) Read(p []byte) (int, error) {
-	if c.noWait {
+	if c.rr != nil && c.rr.noWait {
 		return c.rr.tryRead(p)
 	}
 	return c.Conn.Read(p)

@@ -12,10 +12,12 @@ import (
 // give back its copy buffer, or its goroutine, so that a tunnel waiting
 // for data holds neither. Reads are never concurrent.
 type rawReader struct {
-	tcp   *net.TCPConn
-	raw   syscall.RawConn
-	batch *BatchConn // the BatchConn it reads for, if any
-	buf   *copyBuf   // for readWaiting: the buffer, taken once there is data
+	tcp *net.TCPConn
+	raw syscall.RawConn
+	buf *copyBuf // for readWaiting: the buffer, taken once there is data
+	// noWait: a BatchConn's Read, which crypto/tls calls, reads without
+	// waiting (see copyBuf.readOnce).
+	noWait bool
 
 	// The RawConn callback's mode, argument and results, in fields so
 	// that a read allocates nothing.
@@ -95,11 +97,16 @@ func (r *rawReader) result(err error, size int) (int, error) {
 	case r.err == syscall.EAGAIN:
 		return 0, errWouldBlock
 	case r.err != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: r.tcp.LocalAddr(), Addr: r.tcp.RemoteAddr(), Err: os.NewSyscallError("read", r.err)}
+		return 0, r.opError(r.err)
 	case r.n == 0 && size > 0:
 		return 0, io.EOF
 	}
 	return r.n, nil
+}
+
+// opError reports a failed read as net does.
+func (r *rawReader) opError(errno error) error {
+	return &net.OpError{Op: "read", Net: "tcp", Source: r.tcp.LocalAddr(), Addr: r.tcp.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
 }
 
 // tryOrWait is readWaiting's RawConn callback: one read attempt, and on an
@@ -135,7 +142,7 @@ func (r *rawReader) waitReadable() error {
 	if r.failed != nil {
 		// The peek took the socket's error (a reset, say): the next read
 		// would find a clean end instead, so the error is the wait's.
-		return &net.OpError{Op: "read", Net: "tcp", Source: r.tcp.LocalAddr(), Addr: r.tcp.RemoteAddr(), Err: os.NewSyscallError("read", r.failed)}
+		return r.opError(r.failed)
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ type Stats struct {
 // Copy buffers. A busy tunnel copies in large buffers from a pool; an idle
 // one (most of them, most of the time) should hold none. A direction whose
 // source can wait for data before it is given a buffer (plain TCP, TLS
-// over a BatchConn, an HTTP/2 stream: see copyBuf.reader) takes the large
+// over a BatchConn, an HTTP/2 stream: see copyBuf.init) takes the large
 // buffer when data is there and gives it back before it waits. Any other
 // waits in a small buffer of its own; when a read fills that, data is
 // streaming and it takes the large one, which it gives back when two reads
@@ -190,9 +190,6 @@ type direction struct {
 	hw HeadroomWriter
 }
 
-// errWait is what a direction's read returns when src has nothing now.
-var errWait = errors.New("tunnel: nothing to read yet")
-
 func newDirection(t *splice, dst, src Conn, from Side, activity *atomic.Int64, kernel bool, total *int64) *direction {
 	d := &direction{t: t, dst: dst, src: src, from: from, to: Target, activity: activity, kernel: kernel, total: total}
 	if from == Target {
@@ -224,7 +221,7 @@ func (d *direction) run() {
 			buf = d.b.buf()
 			n, rerr = d.src.Read(buf)
 		}
-		if rerr == errWait {
+		if rerr == errWouldBlock {
 			go d.waitThenRun()
 			return
 		}
@@ -400,7 +397,7 @@ func (b *copyBuf) init(src Conn) {
 }
 
 // read reads src when the mode is not readPlain. Told not to block, it
-// returns errWait instead of waiting (readTCP, readTLS), and b.rr's
+// returns errWouldBlock instead of waiting (readTCP, readTLS), and b.rr's
 // waitReadable waits until it can go on.
 func (b *copyBuf) read(block bool) ([]byte, int, error) {
 	switch b.mode {
@@ -412,7 +409,7 @@ func (b *copyBuf) read(block bool) ([]byte, int, error) {
 	case readTLS:
 		for {
 			buf, n, err := b.readOnce()
-			if err != errWait || !block {
+			if err != errWouldBlock || !block {
 				return buf, n, err
 			}
 			if err := b.rr.waitReadable(); err != nil {
@@ -444,7 +441,7 @@ func batchUnder(src Conn) *BatchConn {
 // readOnce reads src into the large buffer if there is something to read:
 // the TCP socket itself, or TLS, whose record layer may have a record
 // already, or get one from the socket. Otherwise it gives the large buffer
-// back and returns errWait. crypto/tls keeps a partial record across a
+// back and returns errWouldBlock. crypto/tls keeps a partial record across a
 // read that would block, as across a read deadline.
 func (b *copyBuf) readOnce() ([]byte, int, error) {
 	buf := b.takeLarge()
@@ -453,10 +450,9 @@ func (b *copyBuf) readOnce() ([]byte, int, error) {
 	if b.mode == readTCP {
 		n, err = b.rr.tryRead(buf)
 	} else {
-		bc := b.rr.batch
-		bc.noWait = true
+		b.rr.noWait = true
 		n, err = b.src.Read(buf)
-		bc.noWait = false
+		b.rr.noWait = false
 	}
 	if err != errWouldBlock {
 		return buf, n, err
@@ -465,7 +461,7 @@ func (b *copyBuf) readOnce() ([]byte, int, error) {
 		return buf, n, nil // TLS data, then a peek for close_notify came short
 	}
 	b.putLarge()
-	return nil, 0, errWait
+	return nil, 0, errWouldBlock
 }
 
 // closeWrite passes a clean end on. Its error is not the tunnel's: a peer

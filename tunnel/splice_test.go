@@ -309,8 +309,8 @@ func TestTCPReadHoldsNoBufferWhileWaiting(t *testing.T) {
 	}
 	// Told not to block, a read on an empty socket says so, holding
 	// nothing; the wait that follows ends when data comes.
-	if _, _, err := b.read(false); err != errWait || b.large != nil {
-		t.Fatalf("read on an empty socket = %v (large buffer held: %v), want errWait", err, b.large != nil)
+	if _, _, err := b.read(false); err != errWouldBlock || b.large != nil {
+		t.Fatalf("read on an empty socket = %v (large buffer held: %v), want errWouldBlock", err, b.large != nil)
 	}
 	go peer.Write([]byte("early"))
 	if err := b.rr.waitReadable(); err != nil {
