@@ -256,7 +256,9 @@ var payloadPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); retu
 func (h *benchH2) readData(fh http2.FrameHeader) error {
 	s := h.streams[fh.StreamID]
 	n := int(fh.Length)
-	direct := s != nil && len(s.queue) == 0 && len(s.rdst) >= n
+	// Not once rgot moved: the Read may then take what it has (and its
+	// buffer back) while this frame is being read.
+	direct := s != nil && len(s.queue) == 0 && s.rgot == 0 && len(s.rdst) >= n
 	var dst []byte
 	var b *[]byte
 	if direct {
