@@ -36,7 +36,13 @@ type Config struct {
 	// StreamWindow is the receive window of each stream
 	// (SETTINGS_INITIAL_WINDOW_SIZE) and so the most request bytes buffered
 	// per stream. A window near the bandwidth-delay product lets one
-	// tunnel run at link speed. At least 64 KiB. Default 1 MiB.
+	// tunnel run at link speed; beyond that, a deeper one lets a tunnel
+	// whose target reads slower than the client sends keep a backlog, so
+	// that the tunnel's writer to the target rarely runs dry and waits
+	// (measured: one tunnel's upload 10-15 % faster, at 13 % less CPU per
+	// byte, with 4 MiB than with 1 MiB). Only data waiting for its target
+	// takes memory; ConnWindow bounds the sum per connection. At least
+	// 64 KiB. Default 4 MiB.
 	StreamWindow int
 
 	// ConnWindow is the connection-level receive window and so the most
@@ -114,7 +120,7 @@ func (cfg Config) withDefaults() Config {
 	def(&cfg.MaxConcurrentStreams, 1000)
 	def(&cfg.MaxHeaderListSize, 64<<10)
 	def(&cfg.MaxReadFrameSize, minFrameSize+tlsRecordMax)
-	def(&cfg.StreamWindow, 1<<20)
+	def(&cfg.StreamWindow, 4<<20)
 	def(&cfg.ConnWindow, 8<<20)
 	def(&cfg.StreamSendBuffer, 64<<10)
 	cfg.StreamSendBuffer = max(cfg.StreamSendBuffer, 16<<10)

@@ -24,7 +24,7 @@ func TestSettingsAdvertised(t *testing.T) {
 	want := map[http2.SettingID]uint32{
 		http2.SettingEnableConnectProtocol: 1,
 		http2.SettingMaxConcurrentStreams:  7,
-		http2.SettingInitialWindowSize:     1 << 20,
+		http2.SettingInitialWindowSize:     4 << 20,
 		http2.SettingMaxHeaderListSize:     64 << 10,
 	}
 	for id, v := range want {
