@@ -69,6 +69,8 @@ type conn struct {
 	writerDone chan struct{}
 
 	mu          sync.Mutex
+	turn        sync.Cond // on mu: c.writing went false (see stream.write)
+	turnWaiters int       // writes waiting on turn
 	streams     map[uint32]*stream
 	recent      [recentClosed]closedID
 	recentPos   int
@@ -134,6 +136,7 @@ func newConn(srv *Server, nc net.Conn, h http.Handler, sawPreface bool) *conn {
 		c.tlsState = &st
 		c.batch, _ = tc.NetConn().(tunnel.Batcher)
 	}
+	c.turn.L = &c.mu
 	c.br = bufio.NewReader(nc)
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -290,6 +293,7 @@ func (c *conn) teardown(err error, graceful bool) {
 	}
 	c.closed = true
 	c.writerStop = true
+	c.turn.Broadcast()
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
 	}

@@ -316,6 +316,7 @@ func (c *conn) closeStream(s *stream, err error) {
 	}
 	signal(s.rwake)
 	signal(s.wwake)
+	c.turn.Broadcast() // a write waiting for its turn must see the end
 	if c.active == 0 {
 		c.idleTimerLocked()
 		c.maybeCloseLocked()

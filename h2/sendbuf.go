@@ -41,27 +41,47 @@ func (s *stream) pushHeaders(final bool, fields []hpack.HeaderField, end bool) e
 	return nil
 }
 
-// write copies p into the stream's send buffer. It waits while the buffer
-// holds StreamSendBuffer bytes (a client keeping the window shut), at most
-// WriteTimeout, after which the stream is reset: per-stream memory stays
-// bounded and a stuck handler is released.
+// write sends p: straight from p when it can (writeThrough), and
+// otherwise through the stream's send buffer. While another goroutine
+// writes to the connection and p could go straight out after it, write
+// waits for its turn instead of copying p into the buffer for the writer
+// goroutine: with many busy streams that saves a copy of every byte and
+// the hand-offs to the writer and back (16 tunnels' download: about 10 %
+// less CPU per byte). That wait ends when the writing goroutine does,
+// which WriteTimeout bounds. The buffered path waits while the buffer
+// holds StreamSendBuffer bytes (a client keeping the window shut), at
+// most WriteTimeout, after which the stream is reset: per-stream memory
+// stays bounded and a stuck handler is released.
 func (s *stream) write(p []byte) (int, error) {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var timeout <-chan time.Time
-	waited, total := false, 0
+	waited, total, wrote := false, 0, false
 	for len(p) > 0 {
 		if err := s.sendCheck(); err != nil {
 			return total, err
 		}
-		if n, err := c.writeThrough(s, p); n > 0 || err != nil {
-			p = p[n:]
-			total += n
-			if err != nil {
-				return total, err
-			}
+		// One turn per write: a write that went out straight and still
+		// has more while others wait for a turn buffers the rest, which
+		// brings the writer's round-robin in (see fillBatch).
+		mine := !wrote || c.turnWaiters == 0
+		if mine && c.writing && c.throughable(s) {
+			c.turnWaiters++
+			c.turn.Wait()
+			c.turnWaiters--
 			continue
+		}
+		if mine {
+			if n, err := c.writeThrough(s, p); n > 0 || err != nil {
+				p = p[n:]
+				total += n
+				wrote = true
+				if err != nil {
+					return total, err
+				}
+				continue
+			}
 		}
 		room := c.cfg.StreamSendBuffer - s.sbuf.n
 		if room <= 0 {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -366,4 +368,88 @@ func TestTunnelReadLazy(t *testing.T) {
 	if got, want := <-result, `"hello" <nil> idle=1 buf=1 | 0 EOF buf=1`; got != want {
 		t.Fatalf("ReadLazy: %s, want %s", got, want)
 	}
+}
+
+// A tunnel's Write that waits for another goroutine's turn at the
+// connection (see stream.write) ends as soon as its stream is reset, not
+// when that other write ends: here the other write is stuck for good on
+// a client that stopped reading.
+func TestTunnelWriteWaitingForTurnEndsOnReset(t *testing.T) {
+	startA, startB := make(chan struct{}), make(chan struct{})
+	errB := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		switch r.Host {
+		case "a.test:443":
+			<-startA
+			_, _ = c.Write(make([]byte, 1<<20)) // ends when the client closes
+		case "b.test:443":
+			<-startB
+			_, err := c.Write(make([]byte, 1024))
+			errB <- err
+		}
+		c.Abort(errors.New("done"))
+	})
+	// net.Pipe: a server write blocks until the client reads it all. The
+	// write timeout is far beyond the test's, so only the reset can end
+	// the waiting Write.
+	rc := newRawClient(t, Config{WriteTimeout: time.Minute}, h, true)
+	rc.handshake(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+	rc.must(rc.fr.WriteWindowUpdate(0, 4<<20))
+	for _, id := range []uint32{1, 3} {
+		host := map[uint32]string{1: "a.test:443", 3: "b.test:443"}[id]
+		rc.headers(id, false, ":method", "CONNECT", ":authority", host)
+		rc.readUntil(func(f http2.Frame) bool {
+			mh, ok := f.(*http2.MetaHeadersFrame)
+			return ok && mh.StreamID == id && mh.PseudoValue("status") == "200"
+		})
+	}
+	// A's first batch is 64 KiB; reading one frame of it leaves A inside
+	// its write to the connection, holding the turn, for good.
+	close(startA)
+	rc.readUntil(func(f http2.Frame) bool { _, ok := f.(*http2.DataFrame); return ok })
+	close(startB)
+	// Reset B only once its Write waits for the turn: sooner, the Write
+	// would see the reset before it waited and prove nothing.
+	waitParked(t, "sync.(*Cond).Wait", "h2.(*stream).write")
+	rc.must(rc.fr.WriteRSTStream(3, http2.ErrCodeCancel))
+	select {
+	case err := <-errB:
+		var se *StreamError
+		if !errors.As(err, &se) || se.Code != http2.ErrCodeCancel || !se.Remote {
+			t.Fatalf("B's Write returned %v, want the client's reset", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("B's Write still waits after its stream was reset")
+	}
+}
+
+// waitParked waits until some goroutine's stack holds every one of frames,
+// in order from the innermost: a readiness check for a goroutine that
+// blocks where the test cannot see it.
+func waitParked(t *testing.T, frames ...string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		all := string(buf[:runtime.Stack(buf, true)])
+		for _, g := range strings.Split(all, "\n\n") {
+			rest, ok := g, true
+			for _, f := range frames {
+				i := strings.Index(rest, f)
+				if i < 0 {
+					ok = false
+					break
+				}
+				rest = rest[i+len(f):]
+			}
+			if ok {
+				return
+			}
+		}
+		runtime.Gosched()
+	}
+	t.Fatalf("no goroutine parked in %v", frames)
 }

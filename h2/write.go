@@ -65,7 +65,7 @@ func (c *conn) writeLoop() {
 		}
 		c.writing = true
 		err := c.writeBatches(0)
-		c.writing = false
+		c.doneWriting()
 		if err != nil {
 			// Unblock the reader; teardown wakes the streams.
 			_ = c.nc.Close()
@@ -113,7 +113,7 @@ func (c *conn) writeDirect() {
 	}
 	c.writing = true
 	err := c.writeBatches(1)
-	c.writing = false
+	c.doneWriting()
 	if err != nil {
 		_ = c.nc.Close()
 	}
@@ -122,16 +122,29 @@ func (c *conn) writeDirect() {
 	}
 }
 
+// doneWriting ends a goroutine's turn at writing to the connection and
+// wakes the tunnels waiting for one (see stream.write).
+func (c *conn) doneWriting() {
+	c.writing = false
+	c.turn.Broadcast()
+}
+
+// throughable reports whether writeThrough could write for s once no
+// goroutine is writing: nothing else waits to be written (no other stream
+// is ready, s has nothing queued) and both windows are open.
+func (c *conn) throughable(s *stream) bool {
+	return !c.writerStop && c.writeErr == nil && len(c.ready) == 0 &&
+		!s.queued && len(s.hdrs) == 0 && s.sbuf.n == 0 && s.sendWindow > 0 && c.sendWindow > 0
+}
+
 // writeThrough writes p as DATA frames of s straight from the caller's
-// buffer when nothing else waits to be written: no other stream is
-// ready, s has nothing queued and no goroutine is writing. It saves the
-// copy into the send buffer and the send buffer's pooled chunks; the
+// buffer when no goroutine is writing and throughable holds. It saves
+// the copy into the send buffer and the send buffer's pooled chunks; the
 // batch is written on this (a handler's) goroutine, as writeDirect does.
 // It returns how much of p went out; the rest takes the buffered path.
 // Called with c.mu held.
 func (c *conn) writeThrough(s *stream, p []byte) (int, error) {
-	if c.writing || c.writerStop || c.writeErr != nil || len(c.ready) > 0 ||
-		s.queued || len(s.hdrs) > 0 || s.sbuf.n > 0 || s.sendWindow <= 0 || c.sendWindow <= 0 {
+	if c.writing || !c.throughable(s) {
 		return 0, nil
 	}
 	c.writing = true
@@ -199,7 +212,7 @@ func (s *stream) writeFramed(b []byte) (int, error) {
 // directDone ends a write made on a handler's goroutine. Called with c.mu
 // held and c.writing set.
 func (c *conn) directDone(err error) {
-	c.writing = false
+	c.doneWriting()
 	if err != nil {
 		c.writeErr = err
 		_ = c.nc.Close()
