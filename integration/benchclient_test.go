@@ -48,8 +48,12 @@ type benchH2 struct {
 }
 
 const (
-	benchStreamWindow = 4 << 20
-	benchConnWindow   = 1 << 30
+	// Chromium's own (seen here: Chromium 156 sends HEADER_TABLE_SIZE
+	// 65536, ENABLE_PUSH 0, INITIAL_WINDOW_SIZE 6 MiB, MAX_HEADER_LIST_SIZE
+	// 256 KiB and no MAX_FRAME_SIZE, so DATA frames stay within 16 KiB),
+	// and its 15 MiB connection window.
+	benchStreamWindow = 6 << 20
+	benchConnWindow   = 15 << 20
 	// dataChunk is the largest DATA payload sent: Chrome's, 16 KiB less
 	// the 9-byte frame header, so that a frame fills one TLS record
 	// instead of spilling 9 bytes into a second one.
@@ -91,14 +95,14 @@ func dialBenchH2(b *testing.B, p *Proxy) *benchH2 {
 	}
 	h.write(func() error {
 		return h.wfr.WriteSettings(
+			http2.Setting{ID: http2.SettingHeaderTableSize, Val: 65536},
 			http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 			http2.Setting{ID: http2.SettingInitialWindowSize, Val: benchStreamWindow},
-			http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20})
+			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: 256 << 10})
 	})
 	h.write(func() error { return h.wfr.WriteWindowUpdate(0, benchConnWindow-65535) })
 	h.rfr = http2.NewFramer(nil, c)
 	h.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	h.rfr.SetMaxReadFrameSize(1 << 20)
 	b.Cleanup(func() { c.Close() })
 	return h
 }
