@@ -399,12 +399,14 @@ func TestTunnelWriteWaitingForTurnEndsOnReset(t *testing.T) {
 	rc := newRawClient(t, Config{WriteTimeout: time.Minute}, h, true)
 	rc.handshake(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
 	rc.must(rc.fr.WriteWindowUpdate(0, 4<<20))
-	for _, id := range []uint32{1, 3} {
-		host := map[uint32]string{1: "a.test:443", 3: "b.test:443"}[id]
-		rc.headers(id, false, ":method", "CONNECT", ":authority", host)
+	for _, st := range []struct {
+		id   uint32
+		host string
+	}{{1, "a.test:443"}, {3, "b.test:443"}} {
+		rc.headers(st.id, false, ":method", "CONNECT", ":authority", st.host)
 		rc.readUntil(func(f http2.Frame) bool {
 			mh, ok := f.(*http2.MetaHeadersFrame)
-			return ok && mh.StreamID == id && mh.PseudoValue("status") == "200"
+			return ok && mh.StreamID == st.id && mh.PseudoValue("status") == "200"
 		})
 	}
 	// A's first batch is 64 KiB; reading one frame of it leaves A inside

@@ -185,8 +185,7 @@ func (s *stream) writeFramed(b []byte) (int, error) {
 	n := len(p)
 	c := s.c
 	c.mu.Lock()
-	if s.sendCheck() != nil || c.writing || c.writerStop || c.writeErr != nil ||
-		len(c.ready) > 0 || len(c.ctrl) > 0 || s.queued || len(s.hdrs) > 0 || s.sbuf.n > 0 ||
+	if s.sendCheck() != nil || c.writing || !c.throughable(s) || len(c.ctrl) > 0 ||
 		n == 0 || n > c.dataFrameMax() || int64(n) > s.sendWindow || int64(n) > c.sendWindow {
 		c.mu.Unlock()
 		return s.write(p)
@@ -212,11 +211,11 @@ func (s *stream) writeFramed(b []byte) (int, error) {
 // directDone ends a write made on a handler's goroutine. Called with c.mu
 // held and c.writing set.
 func (c *conn) directDone(err error) {
-	c.doneWriting()
 	if err != nil {
 		c.writeErr = err
 		_ = c.nc.Close()
 	}
+	c.doneWriting()
 	if c.hasWork() || c.writerStop || err != nil {
 		signal(c.wwake) // the writer may have skipped a wake-up while we wrote
 	}
