@@ -3,6 +3,7 @@ package h2
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -27,8 +28,10 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// zeroTarget serves size zero bytes to every connection, then closes.
-func zeroTarget(t testing.TB, size int64) string {
+// patternTarget serves size bytes to every connection, then closes: the
+// k-th connection's byte i is pattern(k, i), so that a client can tell
+// bytes out of place, or from another connection, from its own.
+func patternTarget(t testing.TB, size int64) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,7 +41,7 @@ func zeroTarget(t testing.TB, size int64) string {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
+		for k := 0; ; k++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
@@ -47,7 +50,7 @@ func zeroTarget(t testing.TB, size int64) string {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				_, _ = io.CopyN(c, zeroReader{}, size)
+				_, _ = io.CopyN(c, &patternReader{k: k}, size)
 			}()
 		}
 	}()
@@ -55,16 +58,47 @@ func zeroTarget(t testing.TB, size int64) string {
 	return ln.Addr().String()
 }
 
-type zeroReader struct{}
+func pattern(k, i int) byte { return byte((i + k) % 251) }
 
-func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+// patternReader reads connection k's bytes.
+type patternReader struct{ k, i int }
+
+func (r *patternReader) Read(p []byte) (int, error) {
+	for j := range p {
+		p[j] = pattern(r.k, r.i+j)
+	}
+	r.i += len(p)
+	return len(p), nil
+}
+
+// patternChecker takes one connection's bytes and reports the first one
+// out of place; the first byte tells which connection it is (k < 251).
+type patternChecker struct {
+	k, i int
+	bad  error
+}
+
+func (w *patternChecker) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if w.i == 0 {
+			w.k = int(b)
+		}
+		if want := pattern(w.k, w.i); b != want && w.bad == nil {
+			w.bad = fmt.Errorf("byte %d of connection %d is %d, want %d", w.i, w.k, b, want)
+		}
+		w.i++
+	}
+	return len(p), nil
+}
 
 // Sixteen tunnels on one connection, each downloading at full speed
-// through x/net's client: flow control and the write scheduler keep all of
-// them going and no protection mistakes the traffic for an attack.
+// through x/net's client: flow control, the write scheduler and the
+// writes that wait for their turn keep all of them going, each stream's
+// bytes arrive whole and in order, and no protection mistakes the
+// traffic for an attack.
 func TestManyTunnelsOneConnection(t *testing.T) {
 	const streams, size = 16, 16 << 20
-	addr := zeroTarget(t, size)
+	addr := patternTarget(t, size)
 	ts := startTLSServer(t, Config{Logger: testLogger(t)}, tunnelHandler(addr))
 	tr := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // loopback test cert
 	defer tr.CloseIdleConnections()
@@ -85,9 +119,13 @@ func TestManyTunnelsOneConnection(t *testing.T) {
 				return
 			}
 			defer resp.Body.Close()
-			n, err := io.Copy(io.Discard, resp.Body)
+			var check patternChecker
+			n, err := io.Copy(&check, resp.Body)
 			if err != nil || n != size {
 				t.Errorf("tunnel downloaded %d bytes: %v", n, err)
+			}
+			if check.bad != nil {
+				t.Error(check.bad)
 			}
 		}()
 	}
@@ -98,7 +136,7 @@ func TestManyTunnelsOneConnection(t *testing.T) {
 // over TLS (client and server in this process: for profiling the engine).
 func BenchmarkTunnelDownload(b *testing.B) {
 	const size = 64 << 20
-	addr := zeroTarget(b, size)
+	addr := patternTarget(b, size)
 	ts := startTLSServer(b, Config{}, tunnelHandler(addr))
 	tr := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // loopback test cert
 	defer tr.CloseIdleConnections()
