@@ -455,3 +455,47 @@ func waitParked(t *testing.T, frames ...string) {
 	}
 	t.Fatalf("no goroutine parked in %v", frames)
 }
+
+// A client that stops reading its connection: the write that holds the
+// turn fails at the write timeout, and the tunnel writes waiting behind it
+// fail with it instead of hanging; the connection closes.
+func TestTunnelWritesEndWhenClientStopsReading(t *testing.T) {
+	errs := make(chan error, 2)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	rc := newRawClient(t, Config{WriteTimeout: 200 * time.Millisecond}, h, true)
+	rc.handshake(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+	rc.must(rc.fr.WriteWindowUpdate(0, 4<<20))
+	rc.headers(1, false, ":method", "CONNECT", ":authority", "a.test:443")
+	rc.headers(3, false, ":method", "CONNECT", ":authority", "b.test:443")
+	// Read until both tunnels send data, then stop reading for good.
+	got := map[uint32]bool{}
+	rc.readUntil(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok {
+			got[d.StreamID] = true
+		}
+		return got[1] && got[3]
+	})
+	for range 2 {
+		select {
+		case err := <-errs:
+			if err == nil {
+				t.Fatal("a tunnel Write succeeded on a connection nobody reads")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a tunnel Write still waits on a connection nobody reads")
+		}
+	}
+	_ = rc.serveResult() // the connection closes
+}
