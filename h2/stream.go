@@ -66,8 +66,10 @@ type stream struct {
 	gotLen      int64
 	trailer     http.Header // request trailers, handed over at EOF
 	rwake       chan struct{}
-	rdst        []byte // the buffer of a reader waiting in read, not yet filled
-	rgot        int    // bytes onData copied into that buffer
+	rdst        []byte           // the buffer of a reader waiting in read, not yet filled
+	rgot        int              // bytes onData copied into that buffer
+	rwaiting    bool             // a reader waits in read or readLazy
+	push        func([]byte) int // a tunnel's writer to its target (tunnel.Pusher)
 
 	// send side, in wire order: header blocks (1xx, final), buffered DATA,
 	// trailers, END_STREAM
@@ -105,9 +107,11 @@ func (s *stream) read(p []byte) (int, error) {
 			return 0, err
 		}
 		s.rdst = p // onData may copy DATA straight into p
+		s.rwaiting = true
 		c.mu.Unlock()
 		<-s.rwake
 		c.mu.Lock()
+		s.rwaiting = false
 		n := s.rgot
 		s.rdst, s.rgot = nil, 0
 		if n > 0 {
@@ -142,9 +146,11 @@ func (s *stream) readLazy(idle func(), buf func() []byte) (int, error) {
 			waited = true
 			idle()
 		}
+		s.rwaiting = true
 		c.mu.Unlock()
 		<-s.rwake
 		c.mu.Lock()
+		s.rwaiting = false
 	}
 	n := s.rbuf.read(buf())
 	c.creditRecv(s, int64(n))

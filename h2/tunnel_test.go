@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -498,4 +499,100 @@ func TestTunnelWritesEndWhenClientStopsReading(t *testing.T) {
 		}
 	}
 	_ = rc.serveResult() // the connection closes
+}
+
+// A lone tunnel's upload goes to its target on the connection's reader
+// goroutine while the tunnel waits (tunnel.Pusher). What a push does not
+// take the tunnel reads itself, after what was pushed; pushed bytes count
+// as consumed, so the client's window opens again (here a minimal window,
+// four times over). With a second stream open there is no push: a push
+// may wait for its target, and the other stream's frames with it.
+func TestTunnelPushLoneStream(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		other bool // open a second tunnel first
+	}{{"lone", false}, {"shared", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			const total = 4 * minWindow
+			var mu sync.Mutex
+			var got []byte
+			pushes := 0
+			done := make(chan error, 1)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, err := Accept(w, r, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer c.Close()
+				if r.Host == "other.test:443" {
+					<-r.Context().Done()
+					return
+				}
+				c.(tunnel.Pusher).SetPush(func(p []byte) int {
+					mu.Lock()
+					defer mu.Unlock()
+					pushes++
+					n := len(p)
+					if pushes%4 == 0 {
+						n = min(n, 1000) // a target with little room
+					}
+					got = append(got, p[:n]...)
+					return n
+				})
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					mu.Lock()
+					got = append(got, buf[:n]...)
+					mu.Unlock()
+					if err != nil {
+						done <- err
+						return
+					}
+				}
+			})
+			rc := newRawClient(t, Config{StreamWindow: minWindow, ConnWindow: minWindow}, h, false)
+			id := uint32(1)
+			rc.handshake()
+			if tc.other {
+				rc.headers(id, false, ":method", "CONNECT", ":authority", "other.test:443")
+				rc.readUntil(func(f http2.Frame) bool { return f.Header().StreamID == id })
+				id = 3
+			}
+			rc.headers(id, false, ":method", "CONNECT", ":authority", "target.test:443")
+			rc.readUntil(func(f http2.Frame) bool { return f.Header().StreamID == id })
+			sent := make([]byte, total)
+			for i := range sent {
+				sent[i] = byte(i % 251)
+			}
+			streamWin, connWin := int64(minWindow), int64(minWindow)
+			for p := sent; len(p) > 0; {
+				for streamWin == 0 || connWin == 0 {
+					f, err := rc.readFrame()
+					rc.must(err)
+					if wu, ok := f.(*http2.WindowUpdateFrame); ok && wu.StreamID == 0 {
+						connWin += int64(wu.Increment)
+					} else if ok && wu.StreamID == id {
+						streamWin += int64(wu.Increment)
+					}
+				}
+				n := min(len(p), minFrameSize, int(streamWin), int(connWin))
+				rc.must(rc.fr.WriteData(id, false, p[:n]))
+				p, streamWin, connWin = p[n:], streamWin-int64(n), connWin-int64(n)
+			}
+			rc.must(rc.fr.WriteData(id, true, nil))
+			if err := <-done; err != io.EOF {
+				t.Fatalf("tunnel read: %v", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !bytes.Equal(got, sent) {
+				t.Fatalf("target got %d bytes, not the %d sent in order", len(got), len(sent))
+			}
+			if tc.other && pushes > 0 || !tc.other && pushes == 0 {
+				t.Fatalf("%d pushes", pushes)
+			}
+		})
+	}
 }

@@ -56,6 +56,15 @@ func (t *tunnelConn) ReadLazy(idle func(), buf func() []byte) (int, error) {
 	return t.s.readLazy(idle, buf)
 }
 
+// SetPush lets the connection's reader goroutine write the tunnel's
+// upload to the target itself while the tunnel waits (tunnel.Pusher).
+func (t *tunnelConn) SetPush(push func([]byte) int) {
+	c := t.s.c
+	c.mu.Lock()
+	t.s.push = push
+	c.mu.Unlock()
+}
+
 // Write sends p as DATA under flow control; it waits at most WriteTimeout
 // for a client that keeps the window shut.
 func (t *tunnelConn) Write(p []byte) (int, error) { return t.s.write(p) }

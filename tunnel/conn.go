@@ -51,6 +51,21 @@ type LazyReader interface {
 	ReadLazy(idle func(), buf func() []byte) (int, error)
 }
 
+// Pusher is implemented by a Conn whose data arrives on a goroutine of
+// its own (an HTTP/2 stream: the connection's reader goroutine receives
+// every stream's DATA). When the destination is a plain TCP socket,
+// Splice gives it push: while the direction waits in Read with nothing
+// buffered, the Conn may write what arrives to the destination with push,
+// on the goroutine that received it, instead of waking the direction for
+// each piece and handing it over. push waits at most a millisecond for
+// room in the socket (see pushWait) and returns how much it wrote; the
+// Conn keeps the rest for its next Read, and the direction writes that
+// (and meets any write error). Splice withdraws push with SetPush(nil)
+// when the direction ends; a push under way then may still finish.
+type Pusher interface {
+	SetPush(push func(p []byte) int)
+}
+
 // Side says which end of a tunnel an error came from.
 type Side int
 
@@ -153,12 +168,18 @@ func TCPConn(c net.Conn) *net.TCPConn {
 	return tcp
 }
 
+// plainTCP returns the TCP connection when c is plain TCP, with no TLS
+// or other layer to write through.
+func (c *netConn) plainTCP() *net.TCPConn {
+	tcp, _ := c.Conn.(*net.TCPConn)
+	return tcp
+}
+
 // rawTCP returns the TCP connection when c is plain TCP with nothing
 // buffered, so that copying can use the kernel's splice path.
 func (c *netConn) rawTCP() *net.TCPConn {
 	if len(c.pending) > 0 {
 		return nil
 	}
-	tcp, _ := c.Conn.(*net.TCPConn)
-	return tcp
+	return c.plainTCP()
 }

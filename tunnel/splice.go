@@ -100,8 +100,8 @@ func start(ctx context.Context, client, target Conn, opt Options, done func(Stat
 	if opt.IdleTimeout > 0 {
 		activity = &t.activity
 	}
-	t.up = newDirection(t, target, client, Client, activity, kernel, &t.st.Up)
-	t.down = newDirection(t, client, target, Target, activity, kernel, &t.st.Down)
+	t.up = newDirection(t, target, client, Client, activity, kernel)
+	t.down = newDirection(t, client, target, Target, activity, kernel)
 	t.up.handOff = true
 	go t.up.run()
 	return t
@@ -113,9 +113,8 @@ type splice struct {
 	activity       atomic.Int64 // unix nanos of the last read that returned bytes
 	up, down       *direction
 	running        atomic.Int32 // directions not ended
-	st             Stats
-	stop           func() bool // ends the ctx watch, if any
-	timer          *time.Timer // idle timeout, or nil
+	stop           func() bool  // ends the ctx watch, if any
+	timer          *time.Timer  // idle timeout, or nil
 	done           func(Stats, error)
 
 	mu     sync.Mutex
@@ -140,7 +139,7 @@ func (t *splice) ended(err error) {
 		_ = t.client.Close()
 		_ = t.target.Close()
 	}
-	t.done(t.st, err)
+	t.done(Stats{Up: t.up.total.Load(), Down: t.down.total.Load()}, err)
 }
 
 func (t *splice) fail(err error) {
@@ -179,7 +178,9 @@ type direction struct {
 	from, to Side
 	activity *atomic.Int64
 	kernel   bool
-	total    *int64 // in t.st
+	// Bytes copied; atomic, since a push that was under way when the
+	// direction ended may still be adding (see Pusher).
+	total atomic.Int64
 
 	// handOff: wait for data on a new goroutine and end this one (see Go),
 	// if this one copied (and so may have grown its stack).
@@ -188,10 +189,15 @@ type direction struct {
 
 	b  copyBuf
 	hw HeadroomWriter
+
+	// src writes to dst itself through w while the direction waits (see
+	// Pusher).
+	pusher Pusher
+	w      *rawWriter
 }
 
-func newDirection(t *splice, dst, src Conn, from Side, activity *atomic.Int64, kernel bool, total *int64) *direction {
-	d := &direction{t: t, dst: dst, src: src, from: from, to: Target, activity: activity, kernel: kernel, total: total}
+func newDirection(t *splice, dst, src Conn, from Side, activity *atomic.Int64, kernel bool) *direction {
+	d := &direction{t: t, dst: dst, src: src, from: from, to: Target, activity: activity, kernel: kernel}
 	if from == Target {
 		d.to = Client
 	}
@@ -236,7 +242,7 @@ func (d *direction) run() {
 			} else {
 				w, werr = d.dst.Write(buf[:n])
 			}
-			*d.total += int64(w)
+			d.total.Add(int64(w))
 			d.copied = true
 			if werr != nil {
 				d.end(&Error{Side: d.to, Err: werr})
@@ -266,6 +272,9 @@ func (d *direction) waitThenRun() {
 }
 
 func (d *direction) end(err error) {
+	if d.pusher != nil {
+		d.pusher.SetPush(nil)
+	}
 	d.b.putLarge()
 	d.t.ended(err)
 }
@@ -283,14 +292,37 @@ func (d *direction) setup() {
 		d.hw = hw
 		d.b.room = int32(hw.Headroom())
 	}
+	// A source that receives on a goroutine of its own may write to a
+	// plain TCP destination itself (see Pusher).
+	if p, ok := d.src.(Pusher); ok {
+		if nc, ok := d.dst.(*netConn); ok && nc.plainTCP() != nil {
+			if d.w = newRawWriter(nc.plainTCP()); d.w != nil {
+				d.pusher = p
+				p.SetPush(d.push)
+			}
+		}
+	}
 	d.b.init(d.src)
+}
+
+// push writes p to dst for src, on src's goroutine, while this direction
+// waits for src (see Pusher); it counts and stamps as run does.
+func (d *direction) push(p []byte) int {
+	n := d.w.write(p)
+	if n > 0 {
+		d.total.Add(int64(n))
+		if d.activity != nil {
+			d.activity.Store(time.Now().UnixNano())
+		}
+	}
+	return n
 }
 
 // copyKernel copies TCP to TCP: io.Copy takes the kernel's splice(2) path.
 // Activity is not tracked per read here; a read deadline would be needed.
 func (d *direction) copyKernel() error {
 	n, err := io.Copy(d.dst.(*netConn).Conn, d.src.(*netConn).Conn)
-	*d.total = n
+	d.total.Store(n)
 	if err != nil {
 		return classify(err, d.from, d.to)
 	}
