@@ -190,9 +190,11 @@ type direction struct {
 	b  copyBuf
 	hw HeadroomWriter
 
-	// src writes to dst itself through w while the direction waits (see
-	// Pusher).
+	// src writes to dst itself while the direction waits (see Pusher):
+	// to pushTo, through w, made at the first push so that a tunnel that
+	// never pushes (most share their HTTP/2 connection) holds no w.
 	pusher Pusher
+	pushTo *net.TCPConn
 	w      *rawWriter
 }
 
@@ -296,10 +298,8 @@ func (d *direction) setup() {
 	// plain TCP destination itself (see Pusher).
 	if p, ok := d.src.(Pusher); ok {
 		if nc, ok := d.dst.(*netConn); ok && nc.plainTCP() != nil {
-			if d.w = newRawWriter(nc.plainTCP()); d.w != nil {
-				d.pusher = p
-				p.SetPush(d.push)
-			}
+			d.pusher, d.pushTo = p, nc.plainTCP()
+			p.SetPush(d.push)
 		}
 	}
 	d.b.init(d.src)
@@ -308,6 +308,11 @@ func (d *direction) setup() {
 // push writes p to dst for src, on src's goroutine, while this direction
 // waits for src (see Pusher); it counts and stamps as run does.
 func (d *direction) push(p []byte) int {
+	if d.w == nil {
+		if d.w = newRawWriter(d.pushTo); d.w == nil {
+			return 0 // closed: the direction meets that when it writes
+		}
+	}
 	n := d.w.write(p)
 	if n > 0 {
 		d.total.Add(int64(n))
