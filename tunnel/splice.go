@@ -297,9 +297,11 @@ func (d *direction) setup() {
 	// A source that receives on a goroutine of its own may write to a
 	// plain TCP destination itself (see Pusher).
 	if p, ok := d.src.(Pusher); ok {
-		if nc, ok := d.dst.(*netConn); ok && nc.plainTCP() != nil {
-			d.pusher, d.pushTo = p, nc.plainTCP()
-			p.SetPush(d.push)
+		if nc, ok := d.dst.(*netConn); ok {
+			if d.pushTo = nc.plainTCP(); d.pushTo != nil {
+				d.pusher = p
+				p.SetPush(d.push)
+			}
 		}
 	}
 	d.b.init(d.src)
