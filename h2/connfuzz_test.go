@@ -3,9 +3,13 @@ package h2
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
-	"sync/atomic"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +20,8 @@ import (
 // FuzzServeConn feeds the engine whatever a client may send after its
 // preface. Whatever the bytes, the engine must not panic, must not hang
 // (ServeConn returns once the client has sent them and gone), and every
-// handler it started must end. The limits are small so that the fuzzer
+// goroutine it started, handlers included, must end, none of them with a
+// panic (which the engine would recover and log). The limits are small so that the fuzzer
 // reaches the protections (stream limit, header-list limit, reset
 // budget, flow control) with short inputs.
 func FuzzServeConn(f *testing.F) {
@@ -35,34 +40,108 @@ func FuzzServeConn(f *testing.F) {
 		ResetRate:              1,
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		var running atomic.Int32
-		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			running.Add(1)
-			defer running.Add(-1)
-			fuzzHandler(w, r)
-		})
+		var logged syncBuffer
+		cfg := cfg
+		cfg.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+		before := runtime.NumGoroutine()
+		h := http.HandlerFunc(fuzzHandler)
 		cc, sc := net.Pipe()
 		served := make(chan error, 1)
 		go func() { served <- NewServer(cfg).ServeConn(sc, h) }()
-		go func() { _, _ = io.Copy(io.Discard, cc) }() // a client that reads everything
+		settled := make(chan struct{})
+		go fuzzClientReader(cc, settled)
 		_, _ = cc.Write([]byte(http2.ClientPreface))
 		_, _ = cc.Write(in)
+		if wholeFrames(in) {
+			// Let the engine answer before the client goes: once it
+			// acknowledges this PING it has processed every frame before
+			// it, and the handlers it started run against a live
+			// connection.
+			var ping bytes.Buffer
+			_ = http2.NewFramer(&ping, nil).WritePing(false, fuzzPing)
+			_, _ = cc.Write(ping.Bytes())
+			select {
+			case <-settled:
+			case <-time.After(2 * time.Second):
+			}
+		}
 		_ = cc.Close()
 		select {
 		case <-served:
 		case <-time.After(10 * time.Second):
 			t.Fatal("ServeConn did not return after the client closed")
 		}
-		// Handlers see the connection's end through their request's
-		// context and their stream's errors; give them a moment to return.
+		// Handlers (some perhaps not yet started when ServeConn returned)
+		// see the connection's end through their request's context and
+		// their stream's errors; give them a moment to return. Counting
+		// goroutines also catches any other the connection left behind.
 		deadline := time.Now().Add(5 * time.Second)
-		for running.Load() > 0 {
+		for runtime.NumGoroutine() > before {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d handlers still running after the connection ended", running.Load())
+				var stacks strings.Builder
+				_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+				t.Fatalf("goroutines left after the connection ended:\n%s", stacks.String())
 			}
 			time.Sleep(time.Millisecond)
 		}
+		if s := logged.String(); strings.Contains(s, "panic") {
+			t.Fatalf("the engine logged a panic:\n%s", s)
+		}
 	})
+}
+
+var fuzzPing = [8]byte{'f', 'u', 'z', 'z', 'd', 'o', 'n', 'e'}
+
+// fuzzClientReader reads what the engine sends until the connection
+// ends. It closes settled when the engine acknowledges fuzzPing or stops
+// being readable as frames.
+func fuzzClientReader(cc net.Conn, settled chan struct{}) {
+	fr := http2.NewFramer(nil, cc)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			break
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && p.Data == fuzzPing {
+			break
+		}
+	}
+	close(settled)
+	_, _ = io.Copy(io.Discard, cc)
+}
+
+// wholeFrames reports whether in is a sequence of complete frames, so
+// that a frame written after it is read as one.
+func wholeFrames(in []byte) bool {
+	for len(in) > 0 {
+		if len(in) < frameHeaderLen {
+			return false
+		}
+		n := frameHeaderLen + (int(in[0])<<16 | int(in[1])<<8 | int(in[2]))
+		if len(in) < n {
+			return false
+		}
+		in = in[n:]
+	}
+	return true
+}
+
+// syncBuffer is a bytes.Buffer that goroutines may write concurrently.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // fuzzHandler does what the proxy's handlers do with a stream: a CONNECT
