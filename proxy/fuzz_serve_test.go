@@ -21,7 +21,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // FuzzServePlain sends whatever a client may send to the cleartext
@@ -29,8 +28,9 @@ import (
 // knowledge) and then leaves. Whatever the bytes, once the client has
 // gone the proxy must leave no goroutine behind (its idle upstream
 // connections closed) and must have logged no recovered panic.
-// Destinations: one loopback origin, named by the placeholder ORIGIN in
-// the input; the policy refuses every other address, and the resolver
+// Destinations: one loopback origin, named in the input by originMark,
+// which has the length of its real address so that HPACK literals stay
+// valid; the policy refuses every other address, and the resolver
 // answers from the hosts file only, so nothing leaves the machine.
 func FuzzServePlain(f *testing.F) {
 	for _, s := range serveSeeds(f) {
@@ -39,6 +39,10 @@ func FuzzServePlain(f *testing.F) {
 	origin := httptest.NewServer(http.HandlerFunc(fuzzOrigin))
 	f.Cleanup(origin.Close)
 	originAddr := origin.Listener.Addr().String()
+	if len(originAddr) != len(originMark) {
+		// Ephemeral ports have five digits on Linux (32768-60999).
+		f.Fatalf("origin address %s is not as long as %s", originAddr, originMark)
+	}
 
 	var logged lockedBuffer
 	log := zerolog.New(&logged)
@@ -85,8 +89,10 @@ func FuzzServePlain(f *testing.F) {
 		// input left the parser (or a tunnel's origin) between requests,
 		// and otherwise gives up after a moment and closes.
 		_ = c.SetDeadline(time.Now().Add(time.Second))
-		_, _ = c.Write(bytes.ReplaceAll(in, []byte("ORIGIN"), []byte(originAddr)))
-		_, _ = c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+		_, _ = c.Write(bytes.ReplaceAll(in, []byte(originMark), []byte(originAddr)))
+		if !bytes.HasPrefix(in, []byte(http2.ClientPreface)) {
+			_, _ = c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+		}
 		_, _ = io.Copy(io.Discard, c)
 		_ = c.Close()
 
@@ -150,43 +156,59 @@ func (b *lockedBuffer) String() string {
 	return b.b.String()
 }
 
-// serveSeeds are well-formed conversations for the fuzzer to mutate.
-func serveSeeds(f *testing.F) [][]byte {
-	seeds := [][]byte{
-		[]byte("GET http://ORIGIN/a?b=c HTTP/1.1\r\nHost: ORIGIN\r\n\r\n"),
-		[]byte("POST http://ORIGIN/up HTTP/1.1\r\nHost: ORIGIN\r\nContent-Length: 5\r\n\r\nhello" +
-			"PUT http://ORIGIN/up HTTP/1.1\r\nHost: ORIGIN\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
-		[]byte("CONNECT ORIGIN HTTP/1.1\r\nHost: ORIGIN\r\n\r\nGET / HTTP/1.1\r\nHost: ORIGIN\r\n\r\n"),
-		[]byte("GET http://ORIGIN/chat HTTP/1.1\r\nHost: ORIGIN\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x82abcd\x09\x0b"),
-		[]byte("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: ORIGIN\r\n\r\n"),
-		[]byte("GET http://ORIGIN/ HTTP/1.1\r\nHost: ORIGIN\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-		[]byte("CONNECT 10.0.0.1:443 HTTP/1.1\r\nHost: 10.0.0.1:443\r\nProxy-Authorization: Basic dTpw\r\n\r\n"),
+// literal encodes fields as HPACK literals without Huffman coding (RFC
+// 7541 §6.2.2), so that originMark appears in the bytes as it is.
+func literal(kv ...string) []byte {
+	var b []byte
+	for i := 0; i+1 < len(kv); i += 2 {
+		b = append(b, 0, byte(len(kv[i])))
+		b = append(b, kv[i]...)
+		b = append(b, byte(len(kv[i+1])))
+		b = append(b, kv[i+1]...)
 	}
-	// HTTP/2 with prior knowledge: a tunnel and a forwarded request. The
-	// origin's port is not known here, so these go to the proxy's own
-	// pages and to refused places; the fuzzer may find the rest.
-	var buf, hb bytes.Buffer
+	return b
+}
+
+// originMark stands for the origin's address in the input.
+const originMark = "127.0.0.1:00000"
+
+// serveSeeds are well-formed conversations for the fuzzer to mutate; in
+// them ORIGIN stands for originMark.
+func serveSeeds(f *testing.F) [][]byte {
+	h1 := []string{
+		"GET http://ORIGIN/a?b=c HTTP/1.1\r\nHost: ORIGIN\r\n\r\n",
+		"POST http://ORIGIN/up HTTP/1.1\r\nHost: ORIGIN\r\nContent-Length: 5\r\n\r\nhello" +
+			"PUT http://ORIGIN/up HTTP/1.1\r\nHost: ORIGIN\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"CONNECT ORIGIN HTTP/1.1\r\nHost: ORIGIN\r\n\r\nGET / HTTP/1.1\r\nHost: ORIGIN\r\n\r\n",
+		"GET http://ORIGIN/chat HTTP/1.1\r\nHost: ORIGIN\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x82abcd\x09\x0b",
+		"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: ORIGIN\r\n\r\n",
+		"GET http://ORIGIN/ HTTP/1.1\r\nHost: ORIGIN\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"CONNECT 10.0.0.1:443 HTTP/1.1\r\nHost: 10.0.0.1:443\r\nProxy-Authorization: Basic dTpw\r\n\r\n",
+	}
+	var seeds [][]byte
+	for _, s := range h1 {
+		seeds = append(seeds, []byte(strings.ReplaceAll(s, "ORIGIN", originMark)))
+	}
+
+	// HTTP/2 with prior knowledge: a tunnel, an RFC 8441 WebSocket, a
+	// forwarded request and a refused tunnel, on one connection.
+	var buf bytes.Buffer
 	fr := http2.NewFramer(&buf, nil)
-	enc := hpack.NewEncoder(&hb)
-	block := func(kv ...string) []byte {
-		hb.Reset()
-		for i := 0; i+1 < len(kv); i += 2 {
-			_ = enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
-		}
-		return bytes.Clone(hb.Bytes())
+	hdrs := func(id uint32, end bool, kv ...string) {
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true, EndStream: end, BlockFragment: literal(kv...)})
 	}
 	buf.WriteString(http2.ClientPreface)
 	_ = fr.WriteSettings()
-	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndHeaders: true,
-		BlockFragment: block(":method", "CONNECT", ":authority", "localhost:1")})
-	_ = fr.WriteData(1, true, []byte("x"))
-	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, EndHeaders: true, EndStream: true,
-		BlockFragment: block(":method", "GET", ":scheme", "http", ":authority", "127.0.0.1", ":path", "/healthz")})
-	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, EndHeaders: true,
-		BlockFragment: block(":method", "CONNECT", ":protocol", "websocket", ":scheme", "http", ":authority", "localhost:2", ":path", "/",
-			"sec-websocket-version", "13")})
-	_ = fr.WriteGoAway(5, http2.ErrCodeNo, nil)
+	hdrs(1, false, ":method", "CONNECT", ":authority", originMark)
+	_ = fr.WriteData(1, true, []byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	hdrs(3, false, ":method", "CONNECT", ":protocol", "websocket", ":scheme", "http", ":authority", originMark,
+		":path", "/chat", "sec-websocket-version", "13")
+	_ = fr.WriteData(3, false, []byte("\x81\x82abcd\x09\x0b"))
+	hdrs(5, true, ":method", "GET", ":scheme", "http", ":authority", originMark, ":path", "/x")
+	hdrs(7, false, ":method", "CONNECT", ":authority", "localhost:1")
+	_ = fr.WriteRSTStream(3, http2.ErrCodeCancel)
+	_ = fr.WriteGoAway(7, http2.ErrCodeNo, nil)
 	seeds = append(seeds, buf.Bytes())
 	return seeds
 }
