@@ -77,6 +77,7 @@ func FuzzServePlain(f *testing.F) {
 	})
 
 	f.Fuzz(func(t *testing.T, in []byte) {
+		logged.Reset() // the last input's goroutines have all ended
 		before := runtime.NumGoroutine()
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
@@ -96,12 +97,17 @@ func FuzzServePlain(f *testing.F) {
 		_, _ = io.Copy(io.Discard, c)
 		_ = c.Close()
 
-		s.fwds.Range(func(_, v any) bool {
-			v.(*forwarder).transport.CloseIdleConnections()
-			return true
-		})
+		// A handler still finishing may put its upstream connection back
+		// in the pool after a first sweep, so sweep on every look.
 		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
+		for {
+			s.fwds.Range(func(_, v any) bool {
+				v.(*forwarder).transport.CloseIdleConnections()
+				return true
+			})
+			if runtime.NumGoroutine() <= before {
+				break
+			}
 			if time.Now().After(deadline) {
 				var stacks strings.Builder
 				_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
@@ -148,6 +154,12 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.b.Reset()
 }
 
 func (b *lockedBuffer) String() string {
