@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,11 +19,11 @@ import (
 )
 
 // FuzzServeConn feeds the engine whatever a client may send after its
-// preface. Whatever the bytes, the engine must not panic, must not hang
-// (ServeConn returns once the client has sent them and gone), and every
-// goroutine it started, handlers included, must end, none of them with a
-// panic (which the engine would recover and log). The limits are small so that the fuzzer
-// reaches the protections (stream limit, header-list limit, reset
+// preface. Whatever the bytes, the engine must not hang (ServeConn
+// returns once the client has sent them and gone), and every goroutine it
+// started, handlers included, must end, none of them with a panic (which
+// the engine would recover and log). The limits are small so that the
+// fuzzer reaches the protections (stream limit, header-list limit, reset
 // budget, flow control) with short inputs.
 func FuzzServeConn(f *testing.F) {
 	for _, seed := range connSeeds(f) {
@@ -167,7 +168,7 @@ func fuzzHandler(w http.ResponseWriter, r *http.Request) {
 		}
 		w.(http.Flusher).Flush()
 	}
-	w.Header().Set("X-Read", string(rune('0'+n%10)))
+	w.Header().Set("X-Read", strconv.FormatInt(n, 10))
 }
 
 // connSeeds are well-formed client conversations for the fuzzer to

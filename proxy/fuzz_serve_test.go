@@ -47,8 +47,9 @@ func FuzzServePlain(f *testing.F) {
 	var logged lockedBuffer
 	log := zerolog.New(&logged)
 	allow, _ := ParseRules([]string{"127.0.0.1"})
-	// Everything public but 127.0.0.0/8; the private ranges the default
-	// rule refuses, and Allow lets 127.0.0.1 through.
+	// Deny covers every address outside 127.0.0.0/8, public ones
+	// included (the default rule refuses only the non-public ones), and
+	// Allow lifts that default for 127.0.0.1 alone.
 	deny, _ := ParseRules([]string{"0.0.0.0/2", "64.0.0.0/3", "96.0.0.0/4", "112.0.0.0/5",
 		"120.0.0.0/6", "124.0.0.0/7", "126.0.0.0/8", "128.0.0.0/1", "::/0"})
 	ports, _ := ParsePorts("1-65535")
