@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/h2proxy/h2proxy/tunnel"
 )
 
 // selfSigned returns a TLS certificate for 127.0.0.1 and localhost.
@@ -60,10 +62,13 @@ type tlsServer struct {
 func startTLSServer(t testing.TB, cfg Config, h http.Handler) *tlsServer {
 	t.Helper()
 	tc := &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", tc)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As the proxy's listener does: TLS over a BatchConn, so that the
+	// engine batches its records (and writes DATA in place) here too.
+	ln := tls.NewListener(batchListener{inner}, tc)
 	ts := &tlsServer{ln: ln, srv: NewServer(cfg), addr: ln.Addr().String()}
 	ts.wg.Add(1)
 	go func() {
@@ -93,6 +98,16 @@ func startTLSServer(t testing.TB, cfg Config, h http.Handler) *tlsServer {
 		ts.wg.Wait()
 	})
 	return ts
+}
+
+type batchListener struct{ net.Listener }
+
+func (l batchListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tunnel.NewBatchConn(c), nil
 }
 
 // specHandler answers like a plain web server: what h2spec expects.

@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/h2proxy/h2proxy/tunnel"
 )
 
 // rawClient drives one server connection frame by frame.
@@ -38,6 +41,31 @@ func newRawClient(t testing.TB, cfg Config, h http.Handler, pipe bool) *rawClien
 	} else {
 		cc, sc = tcpPair(t)
 	}
+	return newRawClientOn(t, cfg, h, cc, sc)
+}
+
+// newRawTLSClient is newRawClient over TLS on loopback TCP, the server
+// side over a BatchConn as the proxy's listener has it, so that the
+// engine writes as it does in production (batches, DATA in place).
+func newRawTLSClient(t testing.TB, cfg Config, h http.Handler) *rawClient {
+	t.Helper()
+	cc, sc := tcpPair(t)
+	stc := tls.Server(tunnel.NewBatchConn(sc), &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2"}})
+	ctc := tls.Client(cc, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}) // loopback test cert
+	errc := make(chan error, 1)
+	go func() { errc <- stc.Handshake() }()
+	if err := ctc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return newRawClientOn(t, cfg, h, ctc, stc)
+}
+
+// newRawClientOn serves h on sc and drives it from cc.
+func newRawClientOn(t testing.TB, cfg Config, h http.Handler, cc, sc net.Conn) *rawClient {
+	t.Helper()
 	rc := &rawClient{t: t, nc: cc, srv: NewServer(cfg), served: make(chan error, 1)}
 	rc.fr = http2.NewFramer(cc, cc)
 	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)

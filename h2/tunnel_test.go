@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -595,4 +596,84 @@ func TestTunnelPushLoneStream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A tunnel's download goes out from Splice's buffer where it lies: each
+// DATA frame's header in the 9 bytes in front of its payload, the first
+// in the headroom, the next over the tail of the frame before it. The
+// windows may end a frame anywhere; what they do not allow waits in the
+// send buffer and follows in order.
+func TestTunnelWriteHeadroomInPlace(t *testing.T) {
+	const size, window = 40000, 20000 // two full frames and a part; the window ends the second early
+	b := make([]byte, frameHeaderLen+size)
+	for i := range size {
+		b[frameHeaderLen+i] = pattern(0, i)
+	}
+	wrote := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Accept(w, r, nil)
+		if err != nil {
+			wrote <- err
+			return
+		}
+		// Write once the connection has nothing else to send (the 200,
+		// a SETTINGS ack), as a busy one takes the buffered path.
+		ec := c.(*tunnelConn).s.c
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			ec.mu.Lock()
+			quiet := !ec.writing && !ec.hasWork()
+			ec.mu.Unlock()
+			if quiet || time.Now().After(deadline) {
+				break
+			}
+		}
+		n, err := c.(tunnel.HeadroomWriter).WriteHeadroom(b)
+		if err == nil && n != size {
+			err = fmt.Errorf("WriteHeadroom took %d of %d bytes", n, size)
+		}
+		wrote <- err
+		_ = c.CloseWrite()
+		var one [1]byte
+		_, _ = c.Read(one[:]) // until the client ends
+		_ = c.Close()
+	})
+	rc := newRawTLSClient(t, Config{}, h)
+	rc.handshake(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
+	rc.headers(1, false, ":method", "CONNECT", ":authority", "target.test:443")
+	var got []byte
+	var sizes []int
+	rc.readUntil(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			if len(d.Data()) > 0 { // END_STREAM may come alone
+				got = append(got, d.Data()...)
+				sizes = append(sizes, len(d.Data()))
+			}
+			if len(got) == window {
+				rc.must(rc.fr.WriteWindowUpdate(1, size))
+			}
+			return d.StreamEnded()
+		}
+		return false
+	})
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	full := tlsRecord - frameHeaderLen
+	if want := []int{full, window - full, full, size - window - full}; !slices.Equal(sizes, want) {
+		t.Errorf("DATA payloads of %v bytes, want %v", sizes, want)
+	}
+	for i, c := range got {
+		if c != pattern(0, i) {
+			t.Fatalf("byte %d of %d is %d, want %d", i, len(got), c, pattern(0, i))
+		}
+	}
+	if len(got) != size {
+		t.Fatalf("got %d bytes, want %d", len(got), size)
+	}
+	// The second frame was sent in place, not copied: its header is where
+	// the first frame's payload ended.
+	if h := b[full : full+frameHeaderLen]; !bytes.Equal(h, appendDataHeader(nil, window-full, 0, 1)) {
+		t.Errorf("no DATA header in place after the first frame: % x", h)
+	}
+	rc.must(rc.fr.WriteData(1, true, nil))
 }

@@ -176,36 +176,85 @@ func (c *conn) writeThrough(s *stream, p []byte) (int, error) {
 }
 
 // writeFramed writes b[frameHeaderLen:] as DATA of s. When the connection
-// is idle (as for writeThrough), nothing else is queued and the data fits
-// one frame and both windows, the frame header goes into
-// b[:frameHeaderLen] and b is written as it is: no copy at all. Otherwise
-// the data takes the path of write.
+// is idle (as for writeThrough) and nothing else is queued, the frames go
+// out from where the data lies, as many as both windows allow: no copy at
+// all (against writeThrough's copy into a batch, one tunnel's and 16
+// tunnels' downloads measured 3-4 % less proxy CPU per byte, and memmove
+// fell from 11 % to 7 % of the 16 tunnels' profile). What the windows do
+// not allow takes the path of write. Several frames need a batching
+// connection (TLS over a BatchConn, see writeInPlace); without one, data
+// beyond one frame takes the path of write too.
 func (s *stream) writeFramed(b []byte) (int, error) {
 	p := b[frameHeaderLen:]
-	n := len(p)
 	c := s.c
 	c.mu.Lock()
 	if s.sendCheck() != nil || c.writing || !c.throughable(s) || len(c.ctrl) > 0 ||
-		n == 0 || n > c.dataFrameMax() || int64(n) > s.sendWindow || int64(n) > c.sendWindow {
+		len(p) == 0 || len(p) > c.dataFrameMax() && c.batch == nil {
 		c.mu.Unlock()
 		return s.write(p)
 	}
+	var sizes [maxInPlaceFrames]int
+	nf, planned := 0, 0
+	for planned < len(p) && nf < len(sizes) && s.sendWindow > 0 && c.sendWindow > 0 {
+		n := min(len(p)-planned, int(s.sendWindow), int(c.sendWindow), c.dataFrameMax())
+		c.chargeData(n)
+		s.sendWindow -= int64(n)
+		c.sendWindow -= int64(n)
+		sizes[nf] = n
+		nf++
+		planned += n
+	}
 	c.writing = true
-	c.bb.b = b[:0]
-	c.dataHeader(s, n, false) // in place: b has the room
-	c.bb.b = nil
-	s.sendWindow -= int64(n)
-	c.sendWindow -= int64(n)
 	stopping := c.writerStop
 	c.mu.Unlock()
-	err := c.writeConn(b, stopping)
+	err := c.writeInPlace(b[:frameHeaderLen+planned], sizes[:nf], s.id, stopping)
 	c.mu.Lock()
 	c.directDone(err)
 	c.mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
-	return n, nil
+	if planned < len(p) {
+		n, err := s.write(p[planned:])
+		return planned + n, err
+	}
+	return planned, nil
+}
+
+// maxInPlaceFrames bounds the frames of one writeFramed; a tunnel's copy
+// buffer holds two.
+const maxInPlaceFrames = 8
+
+// writeInPlace writes DATA frames of stream id whose payloads follow one
+// another in b[frameHeaderLen:], of the given sizes. Each frame's header
+// goes into the 9 bytes in front of its payload just before the frame is
+// handed to TLS: for the first, b's headroom; for each later one, the
+// tail of the frame before it, which TLS has copied (and encrypted) by
+// then. Frames beyond one TLS record leave as one batch. Called without
+// c.mu, holding the turn to write (c.writing).
+func (c *conn) writeInPlace(b []byte, sizes []int, id uint32, stopping bool) error {
+	if c.cfg.WriteTimeout > 0 && !stopping {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	}
+	batched := c.batch != nil && len(b) > tlsRecord
+	if batched {
+		c.batch.Hold()
+	}
+	var err error
+	off := 0
+	for _, n := range sizes {
+		appendDataHeader(b[off:off], n, 0, id)
+		if _, err = c.nc.Write(b[off : off+frameHeaderLen+n]); err != nil {
+			break
+		}
+		off += n
+	}
+	if batched {
+		if ferr := c.batch.Flush(); err == nil {
+			err = ferr
+		}
+	}
+	return err
 }
 
 // directDone ends a write made on a handler's goroutine. Called with c.mu
@@ -318,9 +367,19 @@ func (c *conn) dataHeader(s *stream, n int, end bool) {
 	if end {
 		flags = byte(http2.FlagDataEndStream)
 	}
-	id := s.id
-	c.bb.b = append(c.bb.b, byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), flags,
+	c.bb.b = appendDataHeader(c.bb.b, n, flags, s.id)
+	c.chargeData(n)
+}
+
+// appendDataHeader appends a DATA frame header (§4.1, §6.1).
+func appendDataHeader(b []byte, n int, flags byte, id uint32) []byte {
+	return append(b, byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), flags,
 		byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
+}
+
+// chargeData accounts for the WINDOW_UPDATEs n bytes of DATA entitle the
+// client to.
+func (c *conn) chargeData(n int) {
 	if c.wuBudget < wuBudgetMax {
 		// A client may return window every 4 KiB it consumes (x/net's
 		// client does), on the stream and on the connection.

@@ -33,9 +33,10 @@ type WriteSizer interface {
 // in front of what it writes (an HTTP/2 DATA frame header). Splice then
 // reads bulk data Headroom() bytes into its buffer and calls WriteHeadroom
 // with the buffer from its start: the Conn may fill b[:Headroom()] with its
-// header and write header and data together, without copying the data. It
-// writes b[Headroom():] as Write would and returns how much of that it
-// wrote.
+// header and write header and data together, without copying the data,
+// and may overwrite data it has already written with the header of the
+// next piece. It writes b[Headroom():] as Write would and returns how much
+// of that it wrote; b's contents are undefined afterwards.
 type HeadroomWriter interface {
 	Headroom() int
 	WriteHeadroom(b []byte) (int, error)
