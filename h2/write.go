@@ -189,7 +189,7 @@ func (s *stream) writeFramed(b []byte) (int, error) {
 	c := s.c
 	c.mu.Lock()
 	if s.sendCheck() != nil || c.writing || !c.throughable(s) || len(c.ctrl) > 0 ||
-		len(p) == 0 || len(p) > c.dataFrameMax() && c.batch == nil {
+		len(p) == 0 || (len(p) > c.dataFrameMax() && c.batch == nil) {
 		c.mu.Unlock()
 		return s.write(p)
 	}
@@ -230,16 +230,10 @@ const maxInPlaceFrames = 8
 // goes into the 9 bytes in front of its payload just before the frame is
 // handed to TLS: for the first, b's headroom; for each later one, the
 // tail of the frame before it, which TLS has copied (and encrypted) by
-// then. Frames beyond one TLS record leave as one batch. Called without
-// c.mu, holding the turn to write (c.writing).
+// then. The frames leave as one batch. Called without c.mu, holding the
+// turn to write (c.writing).
 func (c *conn) writeInPlace(b []byte, sizes []int, id uint32, stopping bool) error {
-	if c.cfg.WriteTimeout > 0 && !stopping {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-	}
-	batched := c.batch != nil && len(b) > tlsRecord
-	if batched {
-		c.batch.Hold()
-	}
+	held := c.beginWrite(len(b), stopping)
 	var err error
 	off := 0
 	for _, n := range sizes {
@@ -249,12 +243,7 @@ func (c *conn) writeInPlace(b []byte, sizes []int, id uint32, stopping bool) err
 		}
 		off += n
 	}
-	if batched {
-		if ferr := c.batch.Flush(); err == nil {
-			err = ferr
-		}
-	}
-	return err
+	return c.endWrite(held, err)
 }
 
 // directDone ends a write made on a handler's goroutine. Called with c.mu
@@ -274,18 +263,32 @@ func (c *conn) writeConn(buf []byte, stopping bool) error {
 	if len(buf) == 0 {
 		return nil
 	}
+	held := c.beginWrite(len(buf), stopping)
+	_, err := c.nc.Write(buf)
+	return c.endWrite(held, err)
+}
+
+// beginWrite prepares writing n bytes to the connection: it bounds the
+// write by WriteTimeout and, for more than one TLS record, holds the
+// batch so that they leave with one system call. It reports whether it
+// held the batch, for endWrite.
+func (c *conn) beginWrite(n int, stopping bool) (held bool) {
 	if c.cfg.WriteTimeout > 0 && !stopping {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
 	}
-	if c.batch == nil || len(buf) <= tlsRecord {
-		_, err := c.nc.Write(buf)
-		return err
+	if c.batch == nil || n <= tlsRecord {
+		return false
 	}
-	// More than one TLS record: send them with one system call.
 	c.batch.Hold()
-	_, err := c.nc.Write(buf)
-	if ferr := c.batch.Flush(); err == nil {
-		err = ferr
+	return true
+}
+
+// endWrite sends a held batch and returns the write's first error.
+func (c *conn) endWrite(held bool, err error) error {
+	if held {
+		if ferr := c.batch.Flush(); err == nil {
+			err = ferr
+		}
 	}
 	return err
 }
