@@ -103,7 +103,12 @@ func StartProxy(t testing.TB, args ...string) *Proxy {
 		t.Fatal(err)
 	}
 	go p.readLogs(stderr)
-	t.Cleanup(func() { p.Stop(t) })
+	t.Cleanup(func() {
+		p.Stop(t)
+		if t.Failed() {
+			p.logUnparsed(t)
+		}
+	})
 
 	line := p.WaitLog(t, 10*time.Second, func(l map[string]any) bool { return l["message"] == "listening" })
 	p.Addr, _ = line["addr"].(string)
@@ -133,6 +138,24 @@ func (p *Proxy) readLogs(r io.Reader) {
 	p.logs = append(p.logs, map[string]any{"message": "exited"})
 	p.cond.Broadcast()
 	p.mu.Unlock()
+}
+
+// logUnparsed shows what the proxy printed that is not a JSON log line
+// (a race detector's report, a panic): for a test that failed, it is
+// usually the cause.
+func (p *Proxy) logUnparsed(t testing.TB) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var b strings.Builder
+	for _, l := range p.logs {
+		if raw, ok := l["raw"].(string); ok && l["message"] == "unparsed" {
+			b.WriteString(raw)
+			b.WriteByte('\n')
+		}
+	}
+	if b.Len() > 0 {
+		t.Logf("the proxy's output that is not a log line:\n%s", b.String())
+	}
 }
 
 // WaitLog waits until a log line satisfies match and returns it.
