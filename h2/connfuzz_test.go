@@ -41,7 +41,7 @@ func FuzzServeConn(f *testing.F) {
 		ResetRate:              1,
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		var logged syncBuffer
+		var logged lockedBuffer
 		cfg := cfg
 		cfg.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 		before := runtime.NumGoroutine()
@@ -127,35 +127,30 @@ func wholeFrames(in []byte) bool {
 	return true
 }
 
-// syncBuffer is a bytes.Buffer that goroutines may write concurrently.
-type syncBuffer struct {
+// lockedBuffer is a bytes.Buffer that goroutines may write concurrently.
+type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
 }
 
 // fuzzHandler does what the proxy's handlers do with a stream: a CONNECT
-// becomes a tunnel that echoes; anything else has its body read and gets
-// a streamed response with a trailer.
+// becomes a tunnel that echoes (echoHandler); anything else has its body
+// read and gets a streamed response with a trailer.
 func fuzzHandler(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodConnect {
-		c, err := Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		_, _ = io.Copy(c, c)
-		_ = c.Close()
+		echoHandler(w, r)
 		return
 	}
 	n, _ := io.Copy(io.Discard, r.Body)
