@@ -28,6 +28,8 @@ type tlsListener struct {
 	conns     chan net.Conn
 	done      chan struct{}
 	closeOnce sync.Once
+	// acceptErr is why the accept loop stopped, when it was the first to
+	// close; set before done is closed, so Accept reads it after <-done.
 	acceptErr error
 }
 
@@ -46,8 +48,7 @@ func (l *tlsListener) acceptLoop() {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			l.acceptErr = err
-			l.Close()
+			l.closeWith(err)
 			return
 		}
 		go l.handshake(c)
@@ -89,9 +90,15 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *tlsListener) Close() error {
+func (l *tlsListener) Close() error { return l.closeWith(nil) }
+
+// closeWith closes the listener once, recording why the accept loop
+// stopped (nil for Close). A drain closes the socket and then, through
+// net/http, the listener: both ends race to get here.
+func (l *tlsListener) closeWith(acceptErr error) error {
 	var err error
 	l.closeOnce.Do(func() {
+		l.acceptErr = acceptErr
 		close(l.done)
 		err = l.inner.Close()
 	})
