@@ -63,9 +63,10 @@ type tcpTarget struct {
 	accepted atomic.Int64
 	conns    chan *net.TCPConn
 
-	mu   sync.Mutex
-	open map[*net.TCPConn]struct{}
-	wg   sync.WaitGroup
+	mu        sync.Mutex
+	open      map[*net.TCPConn]struct{}
+	wg        sync.WaitGroup
+	acceptErr error // why Accept stopped, if not the close; read after wg.Wait
 }
 
 // startTarget listens on 127.0.0.1:0 until the test ends.
@@ -88,15 +89,26 @@ func listenTarget(t testing.TB, addr string, handle func(*net.TCPConn)) (*tcpTar
 	tg := &tcpTarget{ln: ln, handle: handle, conns: make(chan *net.TCPConn, 64), open: map[*net.TCPConn]struct{}{}}
 	tg.wg.Add(1)
 	go tg.serve()
-	t.Cleanup(tg.close)
+	t.Cleanup(func() {
+		if err := tg.close(); err != nil {
+			t.Errorf("target %s stopped accepting: %v", tg.Addr(), err)
+		}
+	})
 	return tg, nil
 }
 
+// serve accepts until the listener closes. A handled connection is closed
+// when its handler returns, so that a long benchmark does not run the test
+// process out of file descriptors (which stops Accept and leaves the
+// proxy's dials waiting in the listen queue).
 func (tg *tcpTarget) serve() {
 	defer tg.wg.Done()
 	for {
 		c, err := tg.ln.Accept()
 		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				tg.acceptErr = err
+			}
 			return
 		}
 		tc := c.(*net.TCPConn)
@@ -112,13 +124,18 @@ func (tg *tcpTarget) serve() {
 		go func() {
 			defer tg.wg.Done()
 			tg.handle(tc)
+			tg.mu.Lock()
+			delete(tg.open, tc)
+			tg.mu.Unlock()
+			tc.Close()
 		}()
 	}
 }
 
 // close stops accepting, closes every connection (which ends the handlers)
-// and waits for the goroutines, so that goleak finds none of them.
-func (tg *tcpTarget) close() {
+// and waits for the goroutines, so that goleak finds none of them. It
+// returns the error that stopped Accept before, if any.
+func (tg *tcpTarget) close() error {
 	tg.ln.Close()
 	tg.mu.Lock()
 	for c := range tg.open {
@@ -126,6 +143,7 @@ func (tg *tcpTarget) close() {
 	}
 	tg.mu.Unlock()
 	tg.wg.Wait()
+	return tg.acceptErr
 }
 
 func (tg *tcpTarget) Addr() string { return tg.ln.Addr().String() }
