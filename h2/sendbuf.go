@@ -36,7 +36,7 @@ func (s *stream) pushHeaders(final bool, fields []hpack.HeaderField, end bool) e
 	s.finalQueued = s.finalQueued || final
 	s.endPending = end
 	s.hdrs = append(s.hdrs, headerBlock{fields: fields, end: end})
-	c.schedule(s)
+	c.enqueue(s)
 	c.writeDirect()
 	return nil
 }
@@ -97,7 +97,7 @@ func (s *stream) write(p []byte) (int, error) {
 		s.sbuf.write(p[:n])
 		p = p[n:]
 		total += n
-		c.schedule(s)
+		c.enqueue(s)
 		c.writeDirect()
 	}
 	return total, nil
@@ -161,7 +161,7 @@ func (s *stream) end() error {
 			return err
 		}
 		s.endPending = true
-		c.schedule(s)
+		c.enqueue(s) // waitDrained writes it
 	}
 	return s.waitDrained()
 }
@@ -188,7 +188,7 @@ func (s *stream) finishOut(trailers []hpack.HeaderField) error {
 	if !s.endPending {
 		s.trailers = trailers
 		s.endPending = true
-		c.schedule(s)
+		c.enqueue(s) // waitDrained writes it
 	}
 	return s.waitDrained()
 }

@@ -108,7 +108,11 @@ func (c *conn) writeBatches(max int) error {
 // writer's. Called with c.mu held, never from the reader goroutine (which
 // must not block on the socket).
 func (c *conn) writeDirect() {
-	if c.writing || c.writerStop || c.writeErr != nil || !c.hasWork() {
+	if c.writing || !c.hasWork() {
+		return // the goroutine writing takes the work on (see enqueue)
+	}
+	if c.writerStop || c.writeErr != nil {
+		signal(c.wwake) // the writer's to finish
 		return
 	}
 	c.writing = true
@@ -324,7 +328,7 @@ func (c *conn) fillBatch() {
 			continue
 		}
 		c.writeStreamFrame(s)
-		c.schedule(s)
+		c.enqueue(s) // this turn's holder goes on or hands over
 	}
 }
 
