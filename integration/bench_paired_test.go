@@ -54,10 +54,12 @@ func BenchmarkH2AgainstH1(b *testing.B) {
 				// run opens n tunnels (the HTTP/1.1 one's TLS handshake is
 				// not data path) and then times the transfers through them.
 				run := func(i, n int, open path) {
+					b.StopTimer()
 					conns := make([]net.Conn, n)
 					for k := range conns {
 						conns[k] = open(b)
 					}
+					b.StartTimer()
 					cpu0, t0 := proxyCPU(b, p.PID()), time.Now()
 					var wg sync.WaitGroup
 					for _, c := range conns {
