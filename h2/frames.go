@@ -90,6 +90,9 @@ func (c *conn) setPeerInitialWindow(v int64) error {
 		if s.sendWindow > maxWindow {
 			return &connError{http2.ErrCodeFlowControl, "stream window overflow from SETTINGS"}
 		}
+		if s.puller != nil && s.sendWindow <= 0 {
+			signal(s.wwake) // the tunnel bounds the wait (see pull)
+		}
 		c.schedule(s)
 	}
 	return nil
@@ -347,6 +350,7 @@ func (c *conn) closeStream(s *stream, err error) {
 	c.rememberClosed(s.id, false)
 	// Nothing more can be sent; waiters must not wait for it.
 	s.hdrs, s.trailers = nil, nil
+	s.puller = nil
 	s.sbuf.reset()
 	if err != nil {
 		s.err = err

@@ -215,14 +215,16 @@ func (s *stream) sendable() bool {
 		return false
 	case len(s.hdrs) > 0:
 		return true
-	case s.sbuf.n > 0:
+	case s.sbuf.n > 0, s.puller != nil:
 		return s.sendWindow > 0
 	}
 	return s.trailers != nil || s.endPending && !s.endSent
 }
 
 // nextIsData reports whether the stream's next frame is DATA with payload.
-func (s *stream) nextIsData() bool { return len(s.hdrs) == 0 && s.sbuf.n > 0 }
+func (s *stream) nextIsData() bool {
+	return len(s.hdrs) == 0 && (s.sbuf.n > 0 || s.puller != nil)
+}
 
 // writeStreamFrame writes the next frame of s: a header block, one DATA
 // frame as large as both windows and the frame size allow, trailers, or

@@ -84,6 +84,10 @@ type stream struct {
 	expect100   bool // the request asked for 100-continue
 	rstAfter    bool // reset with NO_ERROR after END_STREAM if the client is still sending (RFC 9113 §8.1)
 	wwake       chan struct{}
+	// the writer reads DATA from the tunnel's source (see pull)
+	puller  func([][]byte) (int, error)
+	pullErr error
+	pulls   int // pulls that read something, for pull's timeout
 }
 
 func signal(ch chan struct{}) {

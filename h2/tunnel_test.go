@@ -677,3 +677,59 @@ func TestTunnelWriteHeadroomInPlace(t *testing.T) {
 	}
 	rc.must(rc.fr.WriteData(1, true, nil))
 }
+
+// A tunnel's download is read from its target by the connection's writer
+// (tunnel.Puller), only as far as the client's window allows: the rest
+// stays in the target's socket. A window kept shut is bounded by
+// WriteTimeout from the last data that moved: a client that opens it a
+// little at a time, each time well within the timeout, keeps its tunnel
+// for longer than the timeout; once it stops, the stream is reset with
+// CANCEL and the target with a TCP RST.
+func TestTunnelPullBoundedByWindow(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	const window, step, steps = 20000, 4000, 6
+	readErr := make(chan error, 1)
+	addr := target(t, func(c *net.TCPConn) {
+		data := make([]byte, 1<<20) // far more than the windows allow
+		for i := range data {
+			data[i] = pattern(0, i)
+		}
+		go func() { _, _ = c.Write(data) }() // ends with the reset
+		_, err := io.Copy(io.Discard, c)
+		readErr <- err
+	})
+	rc := newRawClient(t, Config{WriteTimeout: timeout}, tunnelHandler(addr), false)
+	rc.handshake(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
+	rc.headers(1, false, ":method", "CONNECT", ":authority", "target.test:443")
+	got := 0
+	readTo := func(want int) {
+		t.Helper()
+		rc.readUntil(func(f http2.Frame) bool {
+			switch f := f.(type) {
+			case *http2.DataFrame:
+				for _, b := range f.Data() {
+					if b != pattern(0, got) {
+						t.Fatalf("byte %d is %d, want %d", got, b, pattern(0, got))
+					}
+					got++
+				}
+				if got > want {
+					t.Fatalf("got %d bytes where the window allows %d", got, want)
+				}
+			case *http2.RSTStreamFrame:
+				t.Fatalf("stream reset with %v after %d bytes", f.ErrCode, got)
+			}
+			return got == want
+		})
+	}
+	readTo(window)
+	// The tunnel waits for the window in Pull; no buffer holds the rest.
+	waitParked(t, "h2.(*stream).pull", "tunnel.(*direction).runPull")
+	for i := 1; i <= steps; i++ {
+		time.Sleep(timeout / 5) // a slow client, not a readiness wait
+		rc.must(rc.fr.WriteWindowUpdate(1, step))
+		readTo(window + i*step)
+	}
+	rc.expectReset(1, http2.ErrCodeCancel)
+	expectTargetReset(t, readErr)
+}

@@ -65,6 +65,10 @@ func (t *tunnelConn) SetPush(push func([]byte) int) {
 	c.mu.Unlock()
 }
 
+// Pull lets the connection's writer read the tunnel's download from its
+// source (tunnel.Puller).
+func (t *tunnelConn) Pull(read func([][]byte) (int, error)) error { return t.s.pull(read) }
+
 // Write sends p as DATA under flow control; it waits at most WriteTimeout
 // for a client that keeps the window shut.
 func (t *tunnelConn) Write(p []byte) (int, error) { return t.s.write(p) }

@@ -325,6 +325,17 @@ func (c *conn) fillBatch() {
 			// Parked until the client opens the connection window.
 			s.queued = true
 			c.connBlocked = append(c.connBlocked, s)
+			if s.puller != nil {
+				signal(s.wwake) // the tunnel bounds the wait (see pull)
+			}
+			continue
+		}
+		if s.pulling() {
+			c.pullData(s)
+			c.enqueue(s)
+			if len(c.bb.b) >= pullFrames*tlsRecord {
+				return // see pullFrames
+			}
 			continue
 		}
 		c.writeStreamFrame(s)

@@ -184,3 +184,22 @@ func (c *netConn) rawTCP() *net.TCPConn {
 	}
 	return c.plainTCP()
 }
+
+// Puller is implemented by a Conn that can read what it is to send from
+// the source itself, once it is ready to send it (an HTTP/2 stream: the
+// connection's writer reads a stream's data straight into its batch of
+// frames). When the source is a plain TCP socket, Splice calls Pull with
+// read, which reads what the socket has into bufs, in order, with one
+// system call and never a wait: it returns ErrWouldBlock on an empty
+// socket, io.EOF at its end, or a failure as an *Error. Pull returns nil
+// once read would block (Splice then waits until the socket is readable
+// and calls Pull again), read's io.EOF or *Error, or the Conn's own error
+// (a reset stream, say). read is called only while Pull runs, from any
+// goroutine, never concurrently.
+type Puller interface {
+	Pull(read func(bufs [][]byte) (int, error)) error
+}
+
+// ErrWouldBlock is what a read that does not wait returns on an empty
+// socket (see Puller).
+var ErrWouldBlock = errWouldBlock

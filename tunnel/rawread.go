@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // rawReader splits a TCP socket's Read in its two halves: a read that
@@ -24,6 +26,7 @@ type rawReader struct {
 	mode   uint8 // modeTry, modeWait, modeTryOrWait
 	fn     func(uintptr) bool
 	p      []byte
+	bufs   [][]byte // tryReadv's
 	n      int
 	err    error
 	waited bool
@@ -35,6 +38,7 @@ const (
 	modeTry       = iota // one read attempt, never wait (tryRead)
 	modeWait             // wait without reading (waitReadable)
 	modeTryOrWait        // read, waiting as a net.Conn does (readWaiting)
+	modeTryv             // one readv attempt, never wait (tryReadv)
 )
 
 // errWouldBlock is what a read that does not wait returns on an empty
@@ -66,6 +70,8 @@ func (r *rawReader) callback(fd uintptr) bool {
 		return r.try(fd)
 	case modeWait:
 		return r.wait(fd)
+	case modeTryv:
+		return r.tryv(fd)
 	}
 	return r.tryOrWait(fd)
 }
@@ -168,5 +174,28 @@ func (r *rawReader) wait(fd uintptr) bool {
 		}
 		r.failed = err
 		return true
+	}
+}
+
+// tryReadv reads what the socket has into bufs, in order, with one
+// readv(2), or returns errWouldBlock: it never waits.
+func (r *rawReader) tryReadv(bufs [][]byte) (int, error) {
+	r.bufs, r.mode = bufs, modeTryv
+	err := r.raw.Read(r.fn)
+	r.bufs = nil
+	size := 0
+	for _, b := range bufs {
+		size += len(b)
+	}
+	return r.result(err, size)
+}
+
+// tryv is tryReadv's RawConn callback.
+func (r *rawReader) tryv(fd uintptr) bool {
+	for {
+		r.n, r.err = unix.Readv(int(fd), r.bufs)
+		if r.err != syscall.EINTR {
+			return true
+		}
 	}
 }

@@ -196,6 +196,9 @@ type direction struct {
 	pusher Pusher
 	pushTo *net.TCPConn
 	w      *rawWriter
+
+	// dst reads src itself (see Puller).
+	puller Puller
 }
 
 func newDirection(t *splice, dst, src Conn, from Side, activity *atomic.Int64, kernel bool) *direction {
@@ -214,6 +217,10 @@ func newDirection(t *splice, dst, src Conn, from Side, activity *atomic.Int64, k
 func (d *direction) run() {
 	if d.kernel {
 		d.t.ended(d.copyKernel())
+		return
+	}
+	if d.puller != nil {
+		d.runPull()
 		return
 	}
 	for {
@@ -305,6 +312,52 @@ func (d *direction) setup() {
 		}
 	}
 	d.b.init(d.src)
+	// One that reads what it sends itself reads a plain TCP source (see
+	// Puller), and this direction only waits for it.
+	if p, ok := d.dst.(Puller); ok && d.b.mode == readTCP {
+		d.puller = p
+	}
+}
+
+// runPull lets dst read src (see Puller): dst reads until src would
+// block, and this goroutine only waits until src is readable again. It
+// never copies through TLS, so its stack stays small without the hand-off
+// to a new goroutine that run makes.
+func (d *direction) runPull() {
+	for {
+		err := d.puller.Pull(d.pullRead)
+		var te *Error
+		switch {
+		case err == nil:
+			if err = d.b.rr.waitReadable(); err == nil {
+				continue
+			}
+			d.end(&Error{Side: d.from, Err: err})
+		case err == io.EOF:
+			d.end(closeWrite(d.dst))
+		case errors.As(err, &te):
+			d.end(err) // src's failure, from pullRead
+		default:
+			d.end(&Error{Side: d.to, Err: err})
+		}
+		return
+	}
+}
+
+// pullRead is the read a Puller gets: what src has, and never a wait.
+// It counts and stamps as run does, on the Puller's goroutine.
+func (d *direction) pullRead(bufs [][]byte) (int, error) {
+	n, err := d.b.rr.tryReadv(bufs)
+	if n > 0 {
+		d.total.Add(int64(n))
+		if d.activity != nil {
+			d.activity.Store(time.Now().UnixNano())
+		}
+	}
+	if err != nil && err != errWouldBlock && err != io.EOF {
+		err = &Error{Side: d.from, Err: err}
+	}
+	return n, err
 }
 
 // push writes p to dst for src, on src's goroutine, while this direction
