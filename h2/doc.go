@@ -8,7 +8,10 @@
 // goroutine per request stream that calls the http.Handler. A CONNECT
 // stream becomes a tunnel.Conn through Accept: DATA both ways, END_STREAM
 // as a clean half-close, RST_STREAM with CONNECT_ERROR or CANCEL as
-// failure (RFC 9113 §8.5).
+// failure (RFC 9113 §8.5). When the tunnel's target is a plain TCP
+// socket, the writer reads the download from it itself (tunnel.Puller),
+// straight into its batch of frames, so that many busy tunnels cost one
+// goroutine rather than one each taking turns to write.
 //
 // Configure installs the engine into an http.Server for TLS ("h2" by ALPN)
 // and cleartext prior-knowledge connections. Everything that knows how the
