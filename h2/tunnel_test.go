@@ -502,13 +502,14 @@ func TestTunnelWritesEndWhenClientStopsReading(t *testing.T) {
 	_ = rc.serveResult() // the connection closes
 }
 
-// A lone tunnel's upload goes to its target on the connection's reader
+// A tunnel's upload goes to its target on the connection's reader
 // goroutine while the tunnel waits (tunnel.Pusher). What a push does not
 // take the tunnel reads itself, after what was pushed; pushed bytes count
 // as consumed, so the client's window opens again (here a minimal window,
-// four times over). With a second stream open there is no push: a push
-// may wait for its target, and the other stream's frames with it.
-func TestTunnelPushLoneStream(t *testing.T) {
+// four times over). Only a lone stream's push may wait for room in its
+// target's socket: with a second stream open, pushes never wait, since
+// the other stream's frames would wait with them.
+func TestTunnelPush(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		other bool // open a second tunnel first
@@ -517,7 +518,7 @@ func TestTunnelPushLoneStream(t *testing.T) {
 			const total = 4 * minWindow
 			var mu sync.Mutex
 			var got []byte
-			pushes := 0
+			pushes, waits := 0, 0
 			done := make(chan error, 1)
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				c, err := Accept(w, r, nil)
@@ -530,10 +531,13 @@ func TestTunnelPushLoneStream(t *testing.T) {
 					<-r.Context().Done()
 					return
 				}
-				c.(tunnel.Pusher).SetPush(func(p []byte) int {
+				c.(tunnel.Pusher).SetPush(func(p []byte, wait bool) int {
 					mu.Lock()
 					defer mu.Unlock()
 					pushes++
+					if wait {
+						waits++
+					}
 					n := len(p)
 					if pushes%4 == 0 {
 						n = min(n, 1000) // a target with little room
@@ -591,8 +595,8 @@ func TestTunnelPushLoneStream(t *testing.T) {
 			if !bytes.Equal(got, sent) {
 				t.Fatalf("target got %d bytes, not the %d sent in order", len(got), len(sent))
 			}
-			if tc.other && pushes > 0 || !tc.other && pushes == 0 {
-				t.Fatalf("%d pushes", pushes)
+			if wantWaits := map[bool]int{false: pushes, true: 0}[tc.other]; pushes == 0 || waits != wantWaits {
+				t.Fatalf("%d pushes, %d of them allowed to wait; want some, %d", pushes, waits, wantWaits)
 			}
 		})
 	}

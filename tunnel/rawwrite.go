@@ -16,8 +16,9 @@ import (
 const pushWait = time.Millisecond
 
 // rawWriter writes a push: a first attempt that does not wait, which is
-// all a socket with room needs, so that most pushes set no deadline; then
-// a write of the rest that waits at most pushWait. Pushes are never
+// all a socket with room needs, so that most pushes set no deadline; then,
+// if the push may wait, a write of the rest that waits at most pushWait.
+// Pushes are never
 // concurrent (one goroutine receives the source's data), nor concurrent
 // with the direction's own writes (push happens only while it waits).
 type rawWriter struct {
@@ -39,9 +40,10 @@ func newRawWriter(tcp *net.TCPConn) *rawWriter {
 	return w
 }
 
-// write writes p and returns how much of it the socket took. Its errors
-// are not reported: the direction meets them when it writes the rest.
-func (w *rawWriter) write(p []byte) int {
+// write writes p, waiting for room if wait is set, and returns how much
+// of it the socket took. Its errors are not reported: the direction meets
+// them when it writes the rest.
+func (w *rawWriter) write(p []byte, wait bool) int {
 	w.p = p
 	err := w.raw.Write(w.fn)
 	w.p = nil
@@ -49,7 +51,7 @@ func (w *rawWriter) write(p []byte) int {
 		return 0
 	}
 	n := max(w.n, 0)
-	if n == len(p) {
+	if n == len(p) || !wait {
 		return n
 	}
 	_ = w.tcp.SetWriteDeadline(time.Now().Add(pushWait))

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 // A push into a socket whose peer does not read gives up after pushWait
@@ -19,7 +20,7 @@ func TestPushWaitsAtMostAMoment(t *testing.T) {
 	for i := range p {
 		p[i] = byte(i % 251)
 	}
-	n := w.write(p) // b reads nothing yet
+	n := w.write(p, true) // b reads nothing yet
 	if n <= 0 || n >= len(p) {
 		t.Fatalf("push into a full socket wrote %d of %d bytes", n, len(p))
 	}
@@ -37,12 +38,34 @@ func TestPushWaitsAtMostAMoment(t *testing.T) {
 	}
 }
 
+// A push told not to wait never waits: into a full socket it returns
+// at once with nothing written, where a waiting push would wait pushWait
+// each time.
+func TestPushWithoutWait(t *testing.T) {
+	a, _ := tcpPair(t) // the peer reads nothing
+	w := newRawWriter(a)
+	p := make([]byte, 64<<20) // far beyond both socket buffers
+	if n := w.write(p, false); n <= 0 || n >= len(p) {
+		t.Fatalf("push into a socket with room wrote %d of %d bytes", n, len(p))
+	}
+	const tries = 100
+	start := time.Now()
+	for range tries {
+		if n := w.write(p, false); n != 0 {
+			t.Fatalf("push into a full socket wrote %d bytes", n)
+		}
+	}
+	if took := time.Since(start); took >= tries*pushWait/2 {
+		t.Fatalf("%d pushes into a full socket took %v, as if they waited", tries, took)
+	}
+}
+
 // pushSource is a Conn whose data arrives from elsewhere, as an HTTP/2
 // stream's does: arrive pushes it while Read waits with nothing buffered,
 // as h2's reader goroutine does, and buffers what push does not take.
 type pushSource struct {
 	mu      sync.Mutex
-	push    func([]byte) int
+	push    func([]byte, bool) int
 	waiting bool
 	buf     []byte
 	eof     bool
@@ -50,7 +73,7 @@ type pushSource struct {
 	pushed  int
 }
 
-func (s *pushSource) SetPush(push func([]byte) int) {
+func (s *pushSource) SetPush(push func([]byte, bool) int) {
 	s.mu.Lock()
 	s.push = push
 	s.mu.Unlock()
@@ -62,7 +85,7 @@ func (s *pushSource) arrive(p []byte, eof bool) {
 	if s.push != nil && s.waiting && len(s.buf) == 0 && len(p) > 0 {
 		push := s.push
 		s.mu.Unlock()
-		n := push(p)
+		n := push(p, true)
 		s.mu.Lock()
 		s.pushed += n
 		p = p[n:]

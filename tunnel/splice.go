@@ -362,13 +362,13 @@ func (d *direction) pullRead(bufs [][]byte) (int, error) {
 
 // push writes p to dst for src, on src's goroutine, while this direction
 // waits for src (see Pusher); it counts and stamps as run does.
-func (d *direction) push(p []byte) int {
+func (d *direction) push(p []byte, wait bool) int {
 	if d.w == nil {
 		if d.w = newRawWriter(d.pushTo); d.w == nil {
 			return 0 // closed: the direction meets that when it writes
 		}
 	}
-	n := d.w.write(p)
+	n := d.w.write(p, wait)
 	if n > 0 {
 		d.total.Add(int64(n))
 		if d.activity != nil {
