@@ -3,8 +3,6 @@ package h2
 import (
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/h2proxy/h2proxy/tunnel"
 )
 
@@ -60,15 +58,7 @@ func (s *stream) pull(read func([][]byte) (int, error)) error {
 			timer.Stop()
 			timeout = nil
 		}
-		c.mu.Unlock()
-		timedOut := false
-		select {
-		case <-s.wwake:
-		case <-timeout:
-			timedOut = true
-		}
-		c.mu.Lock()
-		if !timedOut {
+		if !s.waitWake(timeout) {
 			continue
 		}
 		timeout = nil
@@ -76,9 +66,7 @@ func (s *stream) pull(read func([][]byte) (int, error)) error {
 			continue // data moved meanwhile: a new timeout
 		}
 		s.puller = nil
-		if s.err == nil && s.state != stClosed {
-			c.resetStream(s, http2.ErrCodeCancel)
-		}
+		s.timedOut()
 		return errWriteTimeout
 	}
 	s.puller = nil

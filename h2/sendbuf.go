@@ -106,20 +106,34 @@ func (s *stream) write(p []byte) (int, error) {
 // waitWriter waits, with c.mu held, for the writer to make progress on s.
 // On timeout it resets the stream and returns false.
 func (s *stream) waitWriter(timeout <-chan time.Time) bool {
-	c := s.c
-	c.mu.Unlock()
-	timedOut := false
-	select {
-	case <-s.wwake:
-	case <-timeout:
-		timedOut = true
-	}
-	c.mu.Lock()
-	if timedOut && s.err == nil && s.state != stClosed {
-		c.resetStream(s, http2.ErrCodeCancel)
+	if s.waitWake(timeout) {
+		s.timedOut()
 		return false
 	}
 	return true
+}
+
+// waitWake waits for a wake-up of s's writing side (s.wwake) or for
+// timeout, with c.mu held and released meanwhile, and reports whether the
+// timeout came.
+func (s *stream) waitWake(timeout <-chan time.Time) bool {
+	c := s.c
+	c.mu.Unlock()
+	defer c.mu.Lock()
+	select {
+	case <-s.wwake:
+		return false
+	case <-timeout:
+		return true
+	}
+}
+
+// timedOut resets s after WriteTimeout passed without progress: the
+// client kept its window shut or stopped reading.
+func (s *stream) timedOut() {
+	if s.err == nil && s.state != stClosed {
+		s.c.resetStream(s, http2.ErrCodeCancel)
+	}
 }
 
 // drained reports whether everything queued on s was handed to the
