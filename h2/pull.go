@@ -19,7 +19,7 @@ const pullFrames = 2
 // or fails. The data goes from the socket straight into the writer's
 // batch, between frame headers: no tunnel goroutine is woken for it and
 // none waits for a turn to write. With 16 busy tunnels on a connection
-// that measured 5-10 % less proxy CPU per byte than each tunnel writing
+// that measured 7-12 % less proxy CPU per byte than each tunnel writing
 // its own frames in turn (paired runs, BenchmarkH2AgainstH1), since one
 // goroutine then reads every target and writes every frame.
 //
