@@ -61,8 +61,9 @@ type LazyReader interface {
 // each piece and handing it over. With wait set, push waits at most a
 // millisecond for room in the socket (see pushWait); without, not at all.
 // It returns how much it wrote; the Conn keeps the rest for its next
-// Read, and the direction writes that (and meets any write error). Splice withdraws push with SetPush(nil)
-// when the direction ends; a push under way then may still finish.
+// Read, and the direction writes that (and meets any write error).
+// Splice withdraws push with SetPush(nil) when the direction ends; a push
+// under way then may still finish.
 type Pusher interface {
 	SetPush(push func(p []byte, wait bool) int)
 }

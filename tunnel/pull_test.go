@@ -127,15 +127,22 @@ func TestPullerReadsTheDownload(t *testing.T) {
 	}
 }
 
-// The target's reset fails the read a Pull makes: Splice ends with the
-// target's error and resets the client's side.
-func TestPullerTargetReset(t *testing.T) {
-	client, target, _, result, _ := setupPull(t)
+// firstByte moves one byte down the tunnel, so that it is established and
+// pulling.
+func firstByte(t *testing.T, client, target *net.TCPConn) {
+	t.Helper()
 	target.Write([]byte("x"))
 	buf := make([]byte, 1)
 	if _, err := io.ReadFull(client, buf); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The target's reset fails the read a Pull makes: Splice ends with the
+// target's error and resets the client's side.
+func TestPullerTargetReset(t *testing.T) {
+	client, target, _, result, _ := setupPull(t)
+	firstByte(t, client, target)
 	target.SetLinger(0)
 	target.Close() // RST
 	var te *Error
@@ -152,11 +159,7 @@ func TestPullerTargetReset(t *testing.T) {
 // Splice ends with it and resets the target.
 func TestPullerOwnErrorIsClientSide(t *testing.T) {
 	client, target, pc, result, _ := setupPull(t)
-	target.Write([]byte("x"))
-	buf := make([]byte, 1)
-	if _, err := io.ReadFull(client, buf); err != nil {
-		t.Fatal(err)
-	}
+	firstByte(t, client, target)
 	reset := errors.New("stream reset")
 	pc.mu.Lock()
 	pc.fail = reset

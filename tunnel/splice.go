@@ -345,15 +345,9 @@ func (d *direction) runPull() {
 }
 
 // pullRead is the read a Puller gets: what src has, and never a wait.
-// It counts and stamps as run does, on the Puller's goroutine.
 func (d *direction) pullRead(bufs [][]byte) (int, error) {
 	n, err := d.b.rr.tryReadv(bufs)
-	if n > 0 {
-		d.total.Add(int64(n))
-		if d.activity != nil {
-			d.activity.Store(time.Now().UnixNano())
-		}
-	}
+	d.moved(n)
 	if err != nil && err != errWouldBlock && err != io.EOF {
 		err = &Error{Side: d.from, Err: err}
 	}
@@ -361,7 +355,7 @@ func (d *direction) pullRead(bufs [][]byte) (int, error) {
 }
 
 // push writes p to dst for src, on src's goroutine, while this direction
-// waits for src (see Pusher); it counts and stamps as run does.
+// waits for src (see Pusher).
 func (d *direction) push(p []byte, wait bool) int {
 	if d.w == nil {
 		if d.w = newRawWriter(d.pushTo); d.w == nil {
@@ -369,13 +363,19 @@ func (d *direction) push(p []byte, wait bool) int {
 		}
 	}
 	n := d.w.write(p, wait)
+	d.moved(n)
+	return n
+}
+
+// moved counts n bytes that another goroutine moved for this direction
+// (a push or a pull) and stamps the activity, as run does for its own.
+func (d *direction) moved(n int) {
 	if n > 0 {
 		d.total.Add(int64(n))
 		if d.activity != nil {
 			d.activity.Store(time.Now().UnixNano())
 		}
 	}
-	return n
 }
 
 // copyKernel copies TCP to TCP: io.Copy takes the kernel's splice(2) path.
