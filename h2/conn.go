@@ -61,6 +61,12 @@ type conn struct {
 	br         *bufio.Reader
 	fr         *http2.Framer
 	batch      tunnel.Batcher // under TLS: gathers a batch's records into one write
+	// The reader's: DATA held back for heldFor (see hold), and whether
+	// the socket tells it when to let it go (canHold).
+	held    []byte
+	heldFor *stream
+	canHold bool
+	pieces  [2][]byte // pushData's, reused
 
 	wfr        *http2.Framer
 	bb         batchBuf
@@ -136,6 +142,9 @@ func newConn(srv *Server, nc net.Conn, h http.Handler, sawPreface bool) *conn {
 		st := tc.ConnectionState()
 		c.tlsState = &st
 		c.batch, _ = tc.NetConn().(tunnel.Batcher)
+		if w, ok := tc.NetConn().(interface{ OnWait(func()) bool }); ok {
+			c.canHold = w.OnWait(c.flushHeld)
+		}
 	}
 	c.turn.L = &c.mu
 	c.br = bufio.NewReader(nc)
@@ -152,6 +161,7 @@ func newConn(srv *Server, nc net.Conn, h http.Handler, sawPreface bool) *conn {
 func (c *conn) serve() error {
 	go c.writeLoop()
 	err := c.readLoop()
+	c.flushHeld()
 	c.mu.Lock()
 	graceful := c.stopping
 	c.mu.Unlock()

@@ -66,10 +66,10 @@ type stream struct {
 	gotLen      int64
 	trailer     http.Header // request trailers, handed over at EOF
 	rwake       chan struct{}
-	rdst        []byte                 // the buffer of a reader waiting in read, not yet filled
-	rgot        int                    // bytes onData copied into that buffer
-	rwaiting    bool                   // a reader waits in read or readLazy
-	push        func([]byte, bool) int // a tunnel's writer to its target (tunnel.Pusher)
+	rdst        []byte                   // the buffer of a reader waiting in read, not yet filled
+	rgot        int                      // bytes onData copied into that buffer
+	rwaiting    bool                     // a reader waits in read or readLazy
+	push        func([][]byte, bool) int // a tunnel's writer to its target (tunnel.Pusher)
 
 	// send side, in wire order: header blocks (1xx, final), buffered DATA,
 	// trailers, END_STREAM

@@ -531,13 +531,14 @@ func TestTunnelPush(t *testing.T) {
 					<-r.Context().Done()
 					return
 				}
-				c.(tunnel.Pusher).SetPush(func(p []byte, wait bool) int {
+				c.(tunnel.Pusher).SetPush(func(pieces [][]byte, wait bool) int {
 					mu.Lock()
 					defer mu.Unlock()
 					pushes++
 					if wait {
 						waits++
 					}
+					p := bytes.Join(pieces, nil)
 					n := len(p)
 					if pushes%4 == 0 {
 						n = min(n, 1000) // a target with little room
@@ -603,6 +604,106 @@ func TestTunnelPush(t *testing.T) {
 				t.Fatalf("%d pushes, %d of them allowed to wait; want some, %d", pushes, waits, wantWaits)
 			}
 		})
+	}
+}
+
+// The small tail of each tunnelled TLS record (a 16 KiB record does not
+// fit Chrome's 16 KiB - 9 DATA payload) is held back and pushed with the
+// stream's next DATA, in one push; the last tail goes once nothing more
+// comes from the client, though the stream is still open; and a tail
+// still leaves before the END_STREAM that follows it.
+func TestTunnelHoldsTails(t *testing.T) {
+	const records, big, tail = 3, minFrameSize - frameHeaderLen, 31 // all within the initial TCP window
+	var mu sync.Mutex
+	var got []byte
+	var pushes [][]int // the piece sizes of each push
+	release := make(chan struct{})
+	pushed := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Accept(w, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		c.(tunnel.Pusher).SetPush(func(pieces [][]byte, wait bool) int {
+			mu.Lock()
+			first := len(pushes) == 0
+			var sizes []int
+			for _, p := range pieces {
+				sizes = append(sizes, len(p))
+				got = append(got, p...)
+			}
+			pushes = append(pushes, sizes)
+			mu.Unlock()
+			if first {
+				<-release // until the client has sent everything
+			}
+			signal(pushed)
+			return len(bytes.Join(pieces, nil))
+		})
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			mu.Lock()
+			got = append(got, buf[:n]...)
+			mu.Unlock()
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+	})
+	rc := newRawTLSClient(t, Config{}, h)
+	rc.handshake()
+	rc.headers(1, false, ":method", "CONNECT", ":authority", "target.test:443")
+	rc.readUntil(func(f http2.Frame) bool { return f.Header().StreamID == 1 })
+	sent := make([]byte, records*(big+tail))
+	for i := range sent {
+		sent[i] = byte(i % 251)
+	}
+	for p := sent; len(p) > 0; p = p[big+tail:] {
+		rc.must(rc.fr.WriteData(1, false, p[:big]))
+		rc.must(rc.fr.WriteData(1, false, p[big:big+tail]))
+	}
+	close(release)
+	// The stream stays open: only the reader's finding nothing more to
+	// read can let the last tail go.
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == len(sent) {
+			break
+		}
+		select {
+		case <-pushed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the target got %d of %d bytes; the last tail was never pushed", n, len(sent))
+		}
+	}
+	mu.Lock()
+	want := [][]int{{big}}
+	for range records - 1 {
+		want = append(want, []int{tail, big})
+	}
+	want = append(want, []int{tail})
+	if !bytes.Equal(got, sent) || fmt.Sprint(pushes) != fmt.Sprint(want) {
+		t.Fatalf("pushes %v, want %v; in order: %v", pushes, want, bytes.Equal(got, sent))
+	}
+	mu.Unlock()
+
+	// A tail, then END_STREAM: the tail first, then the end.
+	rc.must(rc.fr.WriteData(1, false, sent[:tail]))
+	rc.must(rc.fr.WriteData(1, true, nil))
+	if err := <-done; err != io.EOF {
+		t.Fatalf("tunnel read: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !bytes.Equal(got[len(sent):], sent[:tail]) {
+		t.Fatalf("after the last record the target got %d bytes, want the %d-byte tail", len(got)-len(sent), tail)
 	}
 }
 

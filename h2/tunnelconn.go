@@ -58,7 +58,7 @@ func (t *tunnelConn) ReadLazy(idle func(), buf func() []byte) (int, error) {
 
 // SetPush lets the connection's reader goroutine write the tunnel's
 // upload to the target itself while the tunnel waits (tunnel.Pusher).
-func (t *tunnelConn) SetPush(push func([]byte, bool) int) {
+func (t *tunnelConn) SetPush(push func([][]byte, bool) int) {
 	c := t.s.c
 	c.mu.Lock()
 	t.s.push = push

@@ -29,6 +29,8 @@ type BatchConn struct {
 	// Reads that do not wait (Read while rr.noWait is set), over plain
 	// TCP only, for Splice's reads of TLS; nil otherwise.
 	rr *rawReader
+	// beforeWait runs before a Read waits for the socket (see OnWait).
+	beforeWait func()
 }
 
 // maxHeld bounds what a hold gathers: beyond it Write sends what it has,
@@ -109,10 +111,29 @@ func (c *BatchConn) flushLocked() error {
 // Read reads as net.Conn does, or, while rr.noWait is set, returns
 // errWouldBlock instead of waiting for the socket.
 func (c *BatchConn) Read(p []byte) (int, error) {
-	if c.rr != nil && c.rr.noWait {
-		return c.rr.tryRead(p)
+	if c.rr != nil {
+		if c.rr.noWait {
+			return c.rr.tryRead(p)
+		}
+		if c.beforeWait != nil {
+			return c.rr.readHooked(p, c.beforeWait)
+		}
 	}
 	return c.Conn.Read(p)
+}
+
+// OnWait makes every Read that finds the socket empty call f before it
+// waits, and read once more after it: a reader that gathers what it
+// receives learns when to hand it on, since nothing more has come. Reads
+// are not concurrent, so neither are the calls. It reports false, and
+// does nothing, when there is no plain TCP socket underneath to ask.
+// Call it before the first Read.
+func (c *BatchConn) OnWait(f func()) bool {
+	if c.rr == nil {
+		return false
+	}
+	c.beforeWait = f
+	return true
 }
 
 // TCPConn returns the TCP connection underneath, as a PROXY protocol

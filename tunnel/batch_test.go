@@ -211,3 +211,53 @@ func TestTLSReadHoldsNoBufferWhileWaiting(t *testing.T) {
 		t.Fatalf("read after close_notify = %v, want io.EOF", err)
 	}
 }
+
+// OnWait's hook runs only when a Read finds the socket empty, once per
+// such Read, before the Read waits; what arrives while it runs is read
+// at once. Over anything but plain TCP it cannot be had.
+func TestBatchConnOnWait(t *testing.T) {
+	a, b := tcpPair(t)
+	c := NewBatchConn(b)
+	hooks := 0
+	ok := c.OnWait(func() {
+		hooks++
+		switch hooks {
+		case 1:
+			// Data sent from the hook: the Read takes it without waiting
+			// (had it waited, nothing more would ever come).
+			if _, err := a.Write([]byte("late")); err != nil {
+				t.Error(err)
+			}
+		case 2:
+			// Data sent after the hook, most likely once the Read waits.
+			go a.Write([]byte("last"))
+		}
+	})
+	if !ok {
+		t.Fatal("OnWait refused a BatchConn over TCP")
+	}
+	if _, err := a.Write([]byte("early")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "early" || hooks != 0 {
+		t.Fatalf("first Read: %q, %v after %d hooks; want \"early\" and no hook", buf[:n], err, hooks)
+	}
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "late" || hooks != 1 {
+		t.Fatalf("second Read: %q, %v after %d hooks; want \"late\" after one hook", buf[:n], err, hooks)
+	}
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "last" || hooks != 2 {
+		t.Fatalf("third Read: %q, %v after %d hooks; want \"last\" after one more hook", buf[:n], err, hooks)
+	}
+	a.Close()
+	if n, err := c.Read(buf); err != io.EOF || n != 0 {
+		t.Fatalf("Read after the peer closed: %d, %v; want io.EOF", n, err)
+	}
+
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	if NewBatchConn(p1).OnWait(func() {}) {
+		t.Fatal("OnWait accepted a BatchConn with no TCP socket underneath")
+	}
+}

@@ -58,14 +58,15 @@ type LazyReader interface {
 // Splice gives it push: while the direction waits in Read with nothing
 // buffered, the Conn may write what arrives to the destination with push,
 // on the goroutine that received it, instead of waking the direction for
-// each piece and handing it over. With wait set, push waits at most a
+// each piece and handing it over. The pieces of one push leave in one
+// system call, in order. With wait set, push waits at most a
 // millisecond for room in the socket (see pushWait); without, not at all.
 // It returns how much it wrote; the Conn keeps the rest for its next
 // Read, and the direction writes that (and meets any write error).
 // Splice withdraws push with SetPush(nil) when the direction ends; a push
 // under way then may still finish.
 type Pusher interface {
-	SetPush(push func(p []byte, wait bool) int)
+	SetPush(push func(p [][]byte, wait bool) int)
 }
 
 // Side says which end of a tunnel an error came from.

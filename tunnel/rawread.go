@@ -23,7 +23,7 @@ type rawReader struct {
 
 	// The RawConn callback's mode, argument and results, in fields so
 	// that a read allocates nothing.
-	mode   uint8 // modeTry, modeWait, modeTryOrWait
+	mode   uint8 // modeTry, modeWait, modeTryOrWait, modeTryv, modeHook
 	fn     func(uintptr) bool
 	p      []byte
 	bufs   [][]byte // tryReadv's
@@ -31,7 +31,8 @@ type rawReader struct {
 	err    error
 	waited bool
 	peek   [1]byte
-	failed error // what the wait's peek found wrong with the socket
+	failed error  // what the wait's peek found wrong with the socket
+	hook   func() // readHooked's, until it is called
 }
 
 const (
@@ -39,6 +40,7 @@ const (
 	modeWait             // wait without reading (waitReadable)
 	modeTryOrWait        // read, waiting as a net.Conn does (readWaiting)
 	modeTryv             // one readv attempt, never wait (tryReadv)
+	modeHook             // read as a net.Conn does, calling hook before waiting (readHooked)
 )
 
 // errWouldBlock is what a read that does not wait returns on an empty
@@ -72,6 +74,8 @@ func (r *rawReader) callback(fd uintptr) bool {
 		return r.wait(fd)
 	case modeTryv:
 		return r.tryv(fd)
+	case modeHook:
+		return r.tryHookOrWait(fd)
 	}
 	return r.tryOrWait(fd)
 }
@@ -113,6 +117,32 @@ func (r *rawReader) result(err error, size int) (int, error) {
 // opError reports a failed read as net does.
 func (r *rawReader) opError(errno error) error {
 	return &net.OpError{Op: "read", Net: "tcp", Source: r.tcp.LocalAddr(), Addr: r.tcp.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
+}
+
+// readHooked reads into p as a net.Conn Read does, but when the socket is
+// empty it first calls hook, and reads once more before it waits.
+func (r *rawReader) readHooked(p []byte, hook func()) (int, error) {
+	r.p, r.mode, r.hook = p, modeHook, hook
+	err := r.raw.Read(r.fn)
+	r.p, r.hook = nil, nil
+	return r.result(err, len(p))
+}
+
+// tryHookOrWait is readHooked's RawConn callback. The hook runs within
+// the read, so that nothing else reads meanwhile; data that arrives while
+// it runs is read at once, and the poller waits only for an empty socket.
+func (r *rawReader) tryHookOrWait(fd uintptr) bool {
+	r.try(fd)
+	if r.err != syscall.EAGAIN {
+		return true
+	}
+	if hook := r.hook; hook != nil {
+		r.hook = nil
+		hook()
+		r.try(fd)
+		return r.err != syscall.EAGAIN
+	}
+	return false
 }
 
 // tryOrWait is readWaiting's RawConn callback: one read attempt, and on an

@@ -4,6 +4,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pushWait is how long a push waits at most for room in the destination
@@ -22,12 +24,14 @@ const pushWait = time.Millisecond
 // concurrent (one goroutine receives the source's data), nor concurrent
 // with the direction's own writes (push happens only while it waits).
 type rawWriter struct {
-	tcp *net.TCPConn
-	raw syscall.RawConn
-	fn  func(uintptr) bool // try, as a value, so that a push allocates nothing
-	p   []byte
-	n   int
-	err error
+	tcp  *net.TCPConn
+	raw  syscall.RawConn
+	fn   func(uintptr) bool // try, as a value, so that a push allocates nothing
+	p    [][]byte
+	arr  net.Buffers // the waiting write's pieces, reused
+	rest net.Buffers // what of them is left to write
+	n    int
+	err  error
 }
 
 func newRawWriter(tcp *net.TCPConn) *rawWriter {
@@ -40,10 +44,10 @@ func newRawWriter(tcp *net.TCPConn) *rawWriter {
 	return w
 }
 
-// write writes p, waiting for room if wait is set, and returns how much
-// of it the socket took. Its errors are not reported: the direction meets
-// them when it writes the rest.
-func (w *rawWriter) write(p []byte, wait bool) int {
+// write writes the pieces of p in order, as one write, waiting for room
+// if wait is set, and returns how much of them the socket took. Its errors
+// are not reported: the direction meets them when it writes the rest.
+func (w *rawWriter) write(p [][]byte, wait bool) int {
 	w.p = p
 	err := w.raw.Write(w.fn)
 	w.p = nil
@@ -51,19 +55,37 @@ func (w *rawWriter) write(p []byte, wait bool) int {
 		return 0
 	}
 	n := max(w.n, 0)
-	if n == len(p) || !wait {
+	size := 0
+	for _, b := range p {
+		size += len(b)
+	}
+	if n == size || !wait {
 		return n
 	}
+	w.arr = append(w.arr[:0], p...)
+	w.rest = w.arr
+	for skip := n; skip > 0; {
+		k := min(skip, len(w.rest[0]))
+		if w.rest[0] = w.rest[0][k:]; len(w.rest[0]) == 0 {
+			w.rest = w.rest[1:]
+		}
+		skip -= k
+	}
 	_ = w.tcp.SetWriteDeadline(time.Now().Add(pushWait))
-	m, _ := w.tcp.Write(p[n:])
+	m, _ := w.rest.WriteTo(w.tcp)
 	_ = w.tcp.SetWriteDeadline(time.Time{})
-	return n + m
+	clear(w.arr) // keep no caller's buffer
+	return n + int(m)
 }
 
 // try is write's RawConn callback: one attempt, never a wait.
 func (w *rawWriter) try(fd uintptr) bool {
 	for {
-		w.n, w.err = syscall.Write(int(fd), w.p)
+		if len(w.p) == 1 {
+			w.n, w.err = syscall.Write(int(fd), w.p[0])
+		} else {
+			w.n, w.err = unix.Writev(int(fd), w.p)
+		}
 		if w.err != syscall.EINTR {
 			return true
 		}

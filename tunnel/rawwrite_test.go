@@ -11,8 +11,9 @@ import (
 )
 
 // A push into a socket whose peer does not read gives up after pushWait
-// and says how much the socket took; the socket's deadline is cleared,
-// so the direction's own write of the rest works as usual.
+// and says how much the socket took, its pieces in order; the socket's
+// deadline is cleared, so the direction's own write of the rest works as
+// usual.
 func TestPushWaitsAtMostAMoment(t *testing.T) {
 	a, b := tcpPair(t)
 	w := newRawWriter(a)
@@ -20,8 +21,8 @@ func TestPushWaitsAtMostAMoment(t *testing.T) {
 	for i := range p {
 		p[i] = byte(i % 251)
 	}
-	n := w.write(p, true) // b reads nothing yet
-	if n <= 0 || n >= len(p) {
+	n := w.write([][]byte{p[:7], p[7:100], p[100:]}, true) // b reads nothing yet
+	if n <= 100 || n >= len(p) {
 		t.Fatalf("push into a full socket wrote %d of %d bytes", n, len(p))
 	}
 	got := make(chan []byte, 1)
@@ -46,7 +47,7 @@ func TestPushWithoutWait(t *testing.T) {
 	p := make([]byte, 4<<20)
 	// Fill the socket (and the peer's) until a push takes nothing: the
 	// kernel may make room at first as the buffers grow.
-	for i := 0; w.write(p, false) > 0; i++ {
+	for i := 0; w.write([][]byte{p}, false) > 0; i++ {
 		if i == 1000 {
 			t.Fatal("the socket never filled")
 		}
@@ -54,7 +55,7 @@ func TestPushWithoutWait(t *testing.T) {
 	const tries = 100
 	start := time.Now()
 	for range tries {
-		w.write(p, false)
+		w.write([][]byte{p}, false)
 	}
 	if took := time.Since(start); took >= tries*pushWait/2 {
 		t.Fatalf("%d pushes into a full socket took %v, as if they waited", tries, took)
@@ -66,7 +67,7 @@ func TestPushWithoutWait(t *testing.T) {
 // as h2's reader goroutine does, and buffers what push does not take.
 type pushSource struct {
 	mu      sync.Mutex
-	push    func([]byte, bool) int
+	push    func([][]byte, bool) int
 	waiting bool
 	buf     []byte
 	eof     bool
@@ -74,7 +75,7 @@ type pushSource struct {
 	pushed  int
 }
 
-func (s *pushSource) SetPush(push func([]byte, bool) int) {
+func (s *pushSource) SetPush(push func([][]byte, bool) int) {
 	s.mu.Lock()
 	s.push = push
 	s.mu.Unlock()
@@ -86,7 +87,7 @@ func (s *pushSource) arrive(p []byte, eof bool) {
 	if s.push != nil && s.waiting && len(s.buf) == 0 && len(p) > 0 {
 		push := s.push
 		s.mu.Unlock()
-		n := push(p, true)
+		n := push([][]byte{p}, true)
 		s.mu.Lock()
 		s.pushed += n
 		p = p[n:]

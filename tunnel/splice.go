@@ -354,9 +354,9 @@ func (d *direction) pullRead(bufs [][]byte) (int, error) {
 	return n, err
 }
 
-// push writes p to dst for src, on src's goroutine, while this direction
-// waits for src (see Pusher).
-func (d *direction) push(p []byte, wait bool) int {
+// push writes the pieces of p to dst for src, on src's goroutine, while
+// this direction waits for src (see Pusher).
+func (d *direction) push(p [][]byte, wait bool) int {
 	if d.w == nil {
 		if d.w = newRawWriter(d.pushTo); d.w == nil {
 			return 0 // closed: the direction meets that when it writes
