@@ -277,6 +277,11 @@ func (c *conn) deliver(s *stream, held, data []byte) {
 	if len(held)+len(data) == 0 {
 		return
 	}
+	if s.state == stClosed {
+		// Reset since it was held: dropped, as buffered input is.
+		c.creditConn(int64(len(held) + len(data)))
+		return
+	}
 	if c.pushable(s) {
 		n := c.pushData(s, held, data)
 		k := min(n, len(held))

@@ -607,20 +607,25 @@ func TestTunnelPush(t *testing.T) {
 	}
 }
 
-// The small tail of each tunnelled TLS record (a 16 KiB record does not
-// fit Chrome's 16 KiB - 9 DATA payload) is held back and pushed with the
-// stream's next DATA, in one push; the last tail goes once nothing more
-// comes from the client, though the stream is still open; and a tail
-// still leaves before the END_STREAM that follows it.
-func TestTunnelHoldsTails(t *testing.T) {
-	const records, big, tail = 3, minFrameSize - frameHeaderLen, 31 // all within the initial TCP window
-	var mu sync.Mutex
-	var got []byte
-	var pushes [][]int // the piece sizes of each push
-	release := make(chan struct{})
-	pushed := make(chan struct{}, 1)
-	done := make(chan error, 1)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// pushLog serves tunnels whose target is a push that records the
+// pieces of each push. The first push waits for release, so that a test
+// can have all it sends in the server's socket before the reader goes on.
+type pushLog struct {
+	mu      sync.Mutex
+	got     []byte  // pushed, then read by the tunnel
+	pushes  [][]int // the piece sizes of each push
+	release chan struct{}
+	pushed  chan struct{}
+	done    chan error // the tunnel's last Read error
+	s       *stream    // the tunnel's, once it has push
+}
+
+func newPushLog() *pushLog {
+	return &pushLog{release: make(chan struct{}), pushed: make(chan struct{}, 1), done: make(chan error, 1)}
+}
+
+func (l *pushLog) handler(t *testing.T) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := Accept(w, r, nil)
 		if err != nil {
 			t.Error(err)
@@ -628,82 +633,144 @@ func TestTunnelHoldsTails(t *testing.T) {
 		}
 		defer c.Close()
 		c.(tunnel.Pusher).SetPush(func(pieces [][]byte, wait bool) int {
-			mu.Lock()
-			first := len(pushes) == 0
+			l.mu.Lock()
+			first := len(l.pushes) == 0
 			var sizes []int
 			for _, p := range pieces {
 				sizes = append(sizes, len(p))
-				got = append(got, p...)
+				l.got = append(l.got, p...)
 			}
-			pushes = append(pushes, sizes)
-			mu.Unlock()
+			l.pushes = append(l.pushes, sizes)
+			l.mu.Unlock()
 			if first {
-				<-release // until the client has sent everything
+				<-l.release
 			}
-			signal(pushed)
+			signal(l.pushed)
 			return len(bytes.Join(pieces, nil))
 		})
+		l.mu.Lock()
+		l.s = c.(*tunnelConn).s
+		l.mu.Unlock()
 		buf := make([]byte, 4096)
 		for {
 			n, err := c.Read(buf)
-			mu.Lock()
-			got = append(got, buf[:n]...)
-			mu.Unlock()
+			l.mu.Lock()
+			l.got = append(l.got, buf[:n]...)
+			l.mu.Unlock()
 			if err != nil {
-				done <- err
+				l.done <- err
 				return
 			}
 		}
 	})
-	rc := newRawTLSClient(t, Config{}, h)
+}
+
+// state returns what the target got so far, and the pushes.
+func (l *pushLog) state() ([]byte, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.got), fmt.Sprint(l.pushes)
+}
+
+// connectTLS opens a tunnel (stream 1) on a TLS connection whose server
+// socket can call the reader back before it waits, as the proxy's can.
+func (l *pushLog) connectTLS(t *testing.T) *rawClient {
+	rc := newRawTLSClient(t, Config{}, l.handler(t))
 	rc.handshake()
 	rc.headers(1, false, ":method", "CONNECT", ":authority", "target.test:443")
 	rc.readUntil(func(f http2.Frame) bool { return f.Header().StreamID == 1 })
-	sent := make([]byte, records*(big+tail))
+	// DATA is pushed only while the tunnel waits in Read: wait for that.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		l.mu.Lock()
+		s := l.s
+		l.mu.Unlock()
+		if s != nil {
+			s.c.mu.Lock()
+			ok := s.c.pushable(s)
+			s.c.mu.Unlock()
+			if ok {
+				return rc
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the tunnel never waited in Read with push set")
+		}
+	}
+}
+
+// Chrome's largest DATA payload, and the tail of a tunnelled TLS 1.3
+// record (16 KiB and 22 bytes) beyond it.
+const bigData, tailData = minFrameSize - frameHeaderLen, 31
+
+// The small tail of each tunnelled TLS record is held back and pushed
+// with the stream's next DATA, in one push; the last tail goes once
+// nothing more comes from the client, though the stream is still open;
+// and a tail still leaves before the END_STREAM that follows it.
+func TestTunnelHoldsTails(t *testing.T) {
+	const records = 3 // all within the initial TCP window
+	l := newPushLog()
+	rc := l.connectTLS(t)
+	sent := make([]byte, records*(bigData+tailData))
 	for i := range sent {
 		sent[i] = byte(i % 251)
 	}
-	for p := sent; len(p) > 0; p = p[big+tail:] {
-		rc.must(rc.fr.WriteData(1, false, p[:big]))
-		rc.must(rc.fr.WriteData(1, false, p[big:big+tail]))
+	for p := sent; len(p) > 0; p = p[bigData+tailData:] {
+		rc.must(rc.fr.WriteData(1, false, p[:bigData]))
+		rc.must(rc.fr.WriteData(1, false, p[bigData:bigData+tailData]))
 	}
-	close(release)
+	close(l.release)
 	// The stream stays open: only the reader's finding nothing more to
 	// read can let the last tail go.
 	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n == len(sent) {
+		got, _ := l.state()
+		if len(got) == len(sent) {
 			break
 		}
 		select {
-		case <-pushed:
+		case <-l.pushed:
 		case <-time.After(5 * time.Second):
-			t.Fatalf("the target got %d of %d bytes; the last tail was never pushed", n, len(sent))
+			t.Fatalf("the target got %d of %d bytes; the last tail was never pushed", len(got), len(sent))
 		}
 	}
-	mu.Lock()
-	want := [][]int{{big}}
+	want := [][]int{{bigData}}
 	for range records - 1 {
-		want = append(want, []int{tail, big})
+		want = append(want, []int{tailData, bigData})
 	}
-	want = append(want, []int{tail})
-	if !bytes.Equal(got, sent) || fmt.Sprint(pushes) != fmt.Sprint(want) {
+	want = append(want, []int{tailData})
+	if got, pushes := l.state(); !bytes.Equal(got, sent) || pushes != fmt.Sprint(want) {
 		t.Fatalf("pushes %v, want %v; in order: %v", pushes, want, bytes.Equal(got, sent))
 	}
-	mu.Unlock()
 
 	// A tail, then END_STREAM: the tail first, then the end.
-	rc.must(rc.fr.WriteData(1, false, sent[:tail]))
+	rc.must(rc.fr.WriteData(1, false, sent[:tailData]))
 	rc.must(rc.fr.WriteData(1, true, nil))
-	if err := <-done; err != io.EOF {
+	if err := <-l.done; err != io.EOF {
 		t.Fatalf("tunnel read: %v", err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if !bytes.Equal(got[len(sent):], sent[:tail]) {
-		t.Fatalf("after the last record the target got %d bytes, want the %d-byte tail", len(got)-len(sent), tail)
+	if got, _ := l.state(); !bytes.Equal(got[len(sent):], sent[:tailData]) {
+		t.Fatalf("after the last record the target got %d bytes, want the %d-byte tail", len(got)-len(sent), tailData)
+	}
+}
+
+// A held tail leaves before a frame that ends the stream otherwise: the
+// client's RST_STREAM right behind it does not drop it.
+func TestTunnelHeldTailBeforeReset(t *testing.T) {
+	l := newPushLog()
+	rc := l.connectTLS(t)
+	sent := make([]byte, bigData+tailData)
+	for i := range sent {
+		sent[i] = byte(i % 251)
+	}
+	rc.must(rc.fr.WriteData(1, false, sent[:bigData]))
+	rc.must(rc.fr.WriteData(1, false, sent[bigData:]))
+	rc.must(rc.fr.WriteRSTStream(1, http2.ErrCodeCancel))
+	close(l.release)
+	if err := <-l.done; err == nil || err == io.EOF {
+		t.Fatalf("tunnel read after the client's reset: %v, want the reset", err)
+	}
+	want := fmt.Sprint([][]int{{bigData}, {tailData}})
+	if got, pushes := l.state(); !bytes.Equal(got, sent) || pushes != want {
+		t.Fatalf("pushes %v, want %v (the tail before the reset); in order: %v", pushes, want, bytes.Equal(got, sent))
 	}
 }
 
