@@ -11,7 +11,10 @@
 // failure (RFC 9113 §8.5). When the tunnel's target is a plain TCP
 // socket, the writer reads the download from it itself (tunnel.Puller),
 // straight into its batch of frames, so that many busy tunnels cost one
-// goroutine rather than one each taking turns to write.
+// goroutine rather than one each taking turns to write; the other way,
+// the reader writes each DATA payload to the target while the tunnel
+// waits (tunnel.Pusher), holding a small tail back to leave with the
+// stream's next DATA in one write.
 //
 // Configure installs the engine into an http.Server for TLS ("h2" by ALPN)
 // and cleartext prior-knowledge connections. Everything that knows how the

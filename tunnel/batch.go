@@ -18,7 +18,8 @@ import (
 // records) is sent by the next Flush, in order.
 //
 // Splice can also read through it without waiting for the socket, so that
-// a tunnel waits for TLS data holding no copy buffer (see copyBuf).
+// a tunnel waits for TLS data holding no copy buffer (see copyBuf); and a
+// reader can have it call back when the socket runs dry (OnWait).
 type BatchConn struct {
 	net.Conn
 

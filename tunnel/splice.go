@@ -320,28 +320,34 @@ func (d *direction) setup() {
 }
 
 // runPull lets dst read src (see Puller): dst reads until src would
-// block, and this goroutine only waits until src is readable again. It
-// never copies through TLS, so its stack stays small without the hand-off
-// to a new goroutine that run makes.
+// block, and then a new goroutine waits until src is readable again and
+// runs this again. A Pull may write through TLS on this goroutine (an
+// HTTP/2 connection that nobody is writing to is written by the caller),
+// which grows its stack; the wait, which is what an idle tunnel does,
+// keeps the runtime's smallest one.
 func (d *direction) runPull() {
-	for {
-		err := d.puller.Pull(d.pullRead)
-		var te *Error
-		switch {
-		case err == nil:
-			if err = d.b.rr.waitReadable(); err == nil {
-				continue
-			}
-			d.end(&Error{Side: d.from, Err: err})
-		case err == io.EOF:
-			d.end(closeWrite(d.dst))
-		case errors.As(err, &te):
-			d.end(err) // src's failure, from pullRead
-		default:
-			d.end(&Error{Side: d.to, Err: err})
-		}
+	err := d.puller.Pull(d.pullRead)
+	var te *Error
+	switch {
+	case err == nil:
+		go d.waitThenPull()
+	case err == io.EOF:
+		d.end(closeWrite(d.dst))
+	case errors.As(err, &te):
+		d.end(err) // src's failure, from pullRead
+	default:
+		d.end(&Error{Side: d.to, Err: err})
+	}
+}
+
+// waitThenPull waits until src is readable, on this new goroutine, and
+// then lets dst read it again.
+func (d *direction) waitThenPull() {
+	if err := d.b.rr.waitReadable(); err != nil {
+		d.end(&Error{Side: d.from, Err: err})
 		return
 	}
+	d.runPull()
 }
 
 // pullRead is the read a Puller gets: what src has, and never a wait.
