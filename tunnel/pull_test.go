@@ -160,13 +160,22 @@ func TestPullerTargetReset(t *testing.T) {
 func TestPullerOwnErrorIsClientSide(t *testing.T) {
 	client, target, pc, result, _ := setupPull(t)
 	firstByte(t, client, target)
+	// Once the first Pull has found the socket empty: still running, it
+	// would read the byte below itself and never fail.
+	pc.waitDry(t, 1)
 	reset := errors.New("stream reset")
 	pc.mu.Lock()
 	pc.fail = reset
 	pc.mu.Unlock()
 	target.Write([]byte("y")) // the next Pull fails
+	var err error
+	select {
+	case err = <-result:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Splice did not end after the Puller failed")
+	}
 	var te *Error
-	if err := <-result; !errors.As(err, &te) || te.Side != Client || !errors.Is(err, reset) {
+	if !errors.As(err, &te) || te.Side != Client || !errors.Is(err, reset) {
 		t.Fatalf("Splice = %v, want the client's *Error wrapping the reset", err)
 	}
 	target.SetReadDeadline(time.Now().Add(5 * time.Second))
