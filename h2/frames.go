@@ -18,7 +18,7 @@ func (c *conn) processFrame(f http2.Frame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if h := c.heldFor; h != nil && f.Header().StreamID == h.id && f.Header().Type != http2.FrameData {
-		c.releaseHeld() // before the frame can end or reset the stream
+		c.releaseHeld(nil) // before the frame can end or reset the stream
 	}
 	var err error
 	switch f := f.(type) {
@@ -185,7 +185,7 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	}
 	s := c.streams[f.StreamID]
 	if c.heldFor != nil && c.heldFor != s {
-		c.releaseHeld()
+		c.releaseHeld(nil)
 	}
 	if s == nil || !s.remoteOpen() {
 		c.creditConn(length)
@@ -211,9 +211,7 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		return nil
 	}
 	if c.heldFor == s {
-		c.heldFor = nil
-		c.deliver(s, c.held, data)
-		c.held = c.held[:0]
+		c.releaseHeld(data)
 	} else {
 		c.deliver(s, nil, data)
 	}
@@ -256,15 +254,16 @@ func (c *conn) flushHeld() {
 		return
 	}
 	c.mu.Lock()
-	c.releaseHeld()
+	c.releaseHeld(nil)
 	c.mu.Unlock()
 }
 
-// releaseHeld delivers what hold kept back.
-func (c *conn) releaseHeld() {
+// releaseHeld delivers what hold kept back and then more, DATA of the
+// same stream that came after it.
+func (c *conn) releaseHeld(more []byte) {
 	if s := c.heldFor; s != nil {
 		c.heldFor = nil
-		c.deliver(s, c.held, nil)
+		c.deliver(s, c.held, more)
 		c.held = c.held[:0]
 	}
 }

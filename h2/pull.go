@@ -35,18 +35,12 @@ func (s *stream) pull(read func([][]byte) (int, error)) error {
 		return err
 	}
 	s.puller, s.pullErr = read, nil
-	if !c.writing && !c.writerStop && c.writeErr == nil {
-		// No one is writing: this goroutine writes, as the writer would,
-		// until nothing is left. The target's data then costs no wake-up
-		// of the writer, nor of this goroutine when the target runs dry
-		// (one tunnel's download: about 4 % less proxy CPU per byte in
-		// paired runs).
-		c.enqueue(s)
-		c.writing = true
-		c.directDone(c.writeBatches(0))
-	} else {
-		c.schedule(s)
-	}
+	// When no one is writing, this goroutine writes, as the writer would,
+	// until nothing is left. The target's data then costs no wake-up of
+	// the writer, nor of this goroutine when the target runs dry (one
+	// tunnel's download: about 4 % less proxy CPU per byte in paired runs).
+	c.enqueue(s)
+	c.writeDirect(0)
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {

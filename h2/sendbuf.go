@@ -37,7 +37,7 @@ func (s *stream) pushHeaders(final bool, fields []hpack.HeaderField, end bool) e
 	s.endPending = end
 	s.hdrs = append(s.hdrs, headerBlock{fields: fields, end: end})
 	c.enqueue(s)
-	c.writeDirect()
+	c.writeDirect(1)
 	return nil
 }
 
@@ -98,7 +98,7 @@ func (s *stream) write(p []byte) (int, error) {
 		p = p[n:]
 		total += n
 		c.enqueue(s)
-		c.writeDirect()
+		c.writeDirect(1)
 	}
 	return total, nil
 }
@@ -150,7 +150,7 @@ func (s *stream) flush() error {
 }
 
 func (s *stream) waitDrained() error {
-	s.c.writeDirect()
+	s.c.writeDirect(1)
 	var timeout <-chan time.Time
 	waited := false
 	for s.err == nil && s.state != stClosed && !s.drained() {

@@ -102,12 +102,12 @@ func (c *conn) writeBatches(max int) error {
 	return nil
 }
 
-// writeDirect lets a handler goroutine that just queued output write one
-// batch itself when no one else is writing: a tunnel's Write then costs
-// no switch to the writer goroutine and back. What is left is the
-// writer's. Called with c.mu held, never from the reader goroutine (which
-// must not block on the socket).
-func (c *conn) writeDirect() {
+// writeDirect lets a goroutine that just queued output write it itself
+// when no one else is writing, at most max batches (0: until nothing is
+// left): a tunnel's Write then costs no switch to the writer goroutine
+// and back. What is left is the writer's. Called with c.mu held, never
+// from the reader goroutine (which must not block on the socket).
+func (c *conn) writeDirect(max int) {
 	if c.writing || !c.hasWork() {
 		return // the goroutine writing takes the work on (see enqueue)
 	}
@@ -116,14 +116,7 @@ func (c *conn) writeDirect() {
 		return
 	}
 	c.writing = true
-	err := c.writeBatches(1)
-	c.doneWriting()
-	if err != nil {
-		_ = c.nc.Close()
-	}
-	if c.hasWork() || c.writerStop || err != nil {
-		signal(c.wwake) // the writer may have skipped a wake-up while we wrote
-	}
+	c.directDone(c.writeBatches(max))
 }
 
 // doneWriting ends a goroutine's turn at writing to the connection and
