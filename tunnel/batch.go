@@ -32,6 +32,8 @@ type BatchConn struct {
 	rr *rawReader
 	// beforeWait runs before a Read waits for the socket (see OnWait).
 	beforeWait func()
+	// Writes to plain TCP, through raw system calls; nil otherwise.
+	rw *rawWriter
 }
 
 // maxHeld bounds what a hold gathers: beyond it Write sends what it has,
@@ -48,6 +50,7 @@ func NewBatchConn(c net.Conn) *BatchConn {
 	b := &BatchConn{Conn: c}
 	if tcp, ok := c.(*net.TCPConn); ok {
 		b.rr = newRawReader(tcp)
+		b.rw = newRawWriter(tcp)
 	}
 	return b
 }
@@ -75,7 +78,7 @@ func (c *BatchConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.held == 0 {
-		return c.Conn.Write(p)
+		return c.write(p)
 	}
 	if c.buf == nil {
 		c.buf = batchPool.Get().(*[]byte)
@@ -85,7 +88,7 @@ func (c *BatchConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) > maxHeld {
-			return c.Conn.Write(p)
+			return c.write(p)
 		}
 		c.buf = batchPool.Get().(*[]byte)
 	}
@@ -101,12 +104,21 @@ func (c *BatchConn) flushLocked() error {
 	}
 	b := c.buf
 	c.buf = nil
-	_, err := c.Conn.Write(*b)
+	_, err := c.write(*b)
 	if cap(*b) <= 2*maxHeld {
 		*b = (*b)[:0]
 		batchPool.Put(b)
 	}
 	return err
+}
+
+// write writes p to the connection underneath, through raw system calls
+// when it is plain TCP (see syscall.go). Called with c.mu held.
+func (c *BatchConn) write(p []byte) (int, error) {
+	if c.rw != nil {
+		return c.rw.writeAll(p)
+	}
+	return c.Conn.Write(p)
 }
 
 // Read reads as net.Conn does, or, while rr.noWait is set, returns

@@ -5,8 +5,6 @@ import (
 	"net"
 	"os"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // rawReader splits a TCP socket's Read in its two halves: a read that
@@ -27,6 +25,7 @@ type rawReader struct {
 	fn     func(uintptr) bool
 	p      []byte
 	bufs   [][]byte // tryReadv's
+	iov    iovecs
 	n      int
 	err    error
 	waited bool
@@ -161,7 +160,7 @@ func (r *rawReader) tryOrWait(fd uintptr) bool {
 // try makes one read attempt and never asks the poller to wait.
 func (r *rawReader) try(fd uintptr) bool {
 	for {
-		r.n, r.err = syscall.Read(int(fd), r.p)
+		r.n, r.err = sysRead(fd, r.p)
 		if r.err != syscall.EINTR {
 			return true
 		}
@@ -223,7 +222,7 @@ func (r *rawReader) tryReadv(bufs [][]byte) (int, error) {
 // tryv is tryReadv's RawConn callback.
 func (r *rawReader) tryv(fd uintptr) bool {
 	for {
-		r.n, r.err = unix.Readv(int(fd), r.bufs)
+		r.n, r.err = r.iov.sysReadv(fd, r.bufs)
 		if r.err != syscall.EINTR {
 			return true
 		}

@@ -4,8 +4,6 @@ import (
 	"net"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // pushWait is how long a push waits at most for room in the destination
@@ -17,12 +15,14 @@ import (
 // by then is the direction's to write.
 const pushWait = time.Millisecond
 
-// rawWriter writes a push: a first attempt that does not wait, which is
+// rawWriter writes to a TCP socket with raw system calls (see
+// syscall.go). For a push: a first attempt that does not wait, which is
 // all a socket with room needs, so that most pushes set no deadline; then,
 // if the push may wait, a write of the rest that waits at most pushWait.
-// Pushes are never
-// concurrent (one goroutine receives the source's data), nor concurrent
-// with the direction's own writes (push happens only while it waits).
+// For a direction's or a BatchConn's own writes: writeAll. Its writes are
+// never concurrent: pushes come from the one goroutine that receives the
+// source's data, only while the direction waits, and a BatchConn writes
+// under its lock.
 type rawWriter struct {
 	tcp  *net.TCPConn
 	raw  syscall.RawConn
@@ -30,6 +30,8 @@ type rawWriter struct {
 	p    [][]byte
 	arr  net.Buffers // the waiting write's pieces, reused
 	rest net.Buffers // what of them is left to write
+	one  [1][]byte   // writeAll's piece
+	iov  iovecs
 	n    int
 	err  error
 }
@@ -78,13 +80,28 @@ func (w *rawWriter) write(p [][]byte, wait bool) int {
 	return n + int(m)
 }
 
+// writeAll writes p as a net.Conn Write does, waiting for room as long
+// as it takes (or until the connection's write deadline), but starts with
+// a raw attempt (see syscall.go): a socket with room, the common case,
+// takes all of p at once and the runtime sees no system call.
+func (w *rawWriter) writeAll(p []byte) (int, error) {
+	w.one[0] = p
+	n := w.write(w.one[:], false)
+	w.one[0] = nil
+	if n == len(p) {
+		return n, nil
+	}
+	m, err := w.tcp.Write(p[n:])
+	return n + m, err
+}
+
 // try is write's RawConn callback: one attempt, never a wait.
 func (w *rawWriter) try(fd uintptr) bool {
 	for {
 		if len(w.p) == 1 {
-			w.n, w.err = syscall.Write(int(fd), w.p[0])
+			w.n, w.err = sysWrite(fd, w.p[0])
 		} else {
-			w.n, w.err = unix.Writev(int(fd), w.p)
+			w.n, w.err = w.iov.sysWritev(fd, w.p)
 		}
 		if w.err != syscall.EINTR {
 			return true

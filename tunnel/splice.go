@@ -190,12 +190,12 @@ type direction struct {
 	b  copyBuf
 	hw HeadroomWriter
 
-	// src writes to dst itself while the direction waits (see Pusher):
-	// to pushTo, through w, made at the first push so that a tunnel that
-	// never pushes (most share their HTTP/2 connection) holds no w.
+	// dst as plain TCP, when it is: written through w (see writeTCP),
+	// made at the first write so that a tunnel that never wrote holds none.
+	tcp *net.TCPConn
+	w   *rawWriter
+	// src writes to tcp itself while the direction waits (see Pusher).
 	pusher Pusher
-	pushTo *net.TCPConn
-	w      *rawWriter
 
 	// dst reads src itself (see Puller).
 	puller Puller
@@ -248,6 +248,8 @@ func (d *direction) run() {
 			var werr error
 			if d.b.large != nil && d.hw != nil {
 				w, werr = d.hw.WriteHeadroom((*d.b.large)[:int(d.b.room)+n])
+			} else if d.tcp != nil {
+				w, werr = d.writeTCP(buf[:n])
 			} else {
 				w, werr = d.dst.Write(buf[:n])
 			}
@@ -303,13 +305,12 @@ func (d *direction) setup() {
 	}
 	// A source that receives on a goroutine of its own may write to a
 	// plain TCP destination itself (see Pusher).
-	if p, ok := d.src.(Pusher); ok {
-		if nc, ok := d.dst.(*netConn); ok {
-			if d.pushTo = nc.plainTCP(); d.pushTo != nil {
-				d.pusher = p
-				p.SetPush(d.push)
-			}
-		}
+	if nc, ok := d.dst.(*netConn); ok {
+		d.tcp = nc.plainTCP()
+	}
+	if p, ok := d.src.(Pusher); ok && d.tcp != nil {
+		d.pusher = p
+		p.SetPush(d.push)
 	}
 	d.b.init(d.src)
 	// One that reads what it sends itself reads a plain TCP source (see
@@ -363,14 +364,30 @@ func (d *direction) pullRead(bufs [][]byte) (int, error) {
 // push writes the pieces of p to dst for src, on src's goroutine, while
 // this direction waits for src (see Pusher).
 func (d *direction) push(p [][]byte, wait bool) int {
-	if d.w == nil {
-		if d.w = newRawWriter(d.pushTo); d.w == nil {
-			return 0 // closed: the direction meets that when it writes
-		}
+	if !d.makeWriter() {
+		return 0 // closed: the direction meets that when it writes
 	}
 	n := d.w.write(p, wait)
 	d.moved(n)
 	return n
+}
+
+// writeTCP writes p to dst, a plain TCP connection, through raw system
+// calls (see syscall.go).
+func (d *direction) writeTCP(p []byte) (int, error) {
+	if !d.makeWriter() {
+		return d.dst.Write(p)
+	}
+	return d.w.writeAll(p)
+}
+
+// makeWriter makes w at the first write, so that a tunnel that has not
+// written holds none. It reports false if the socket is closed.
+func (d *direction) makeWriter() bool {
+	if d.w == nil {
+		d.w = newRawWriter(d.tcp)
+	}
+	return d.w != nil
 }
 
 // moved counts n bytes that another goroutine moved for this direction
