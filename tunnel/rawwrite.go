@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"net"
+	"os"
 	"syscall"
 	"time"
 )
@@ -16,24 +17,25 @@ import (
 const pushWait = time.Millisecond
 
 // rawWriter writes to a TCP socket with raw system calls (see
-// syscall.go). For a push: a first attempt that does not wait, which is
-// all a socket with room needs, so that most pushes set no deadline; then,
-// if the push may wait, a write of the rest that waits at most pushWait.
-// For a direction's or a BatchConn's own writes: writeAll. Its writes are
-// never concurrent: pushes come from the one goroutine that receives the
+// syscall.go), waiting for room through the poller as a net.Conn does.
+// For a push: a first attempt that does not wait, which is all a socket
+// with room needs, so that most pushes set no deadline; then, if the push
+// may wait, a write of the rest that waits at most pushWait. For a
+// direction's or a BatchConn's own writes: writeAll. Its writes are never
+// concurrent: pushes come from the one goroutine that receives the
 // source's data, only while the direction waits, and a BatchConn writes
 // under its lock.
 type rawWriter struct {
 	tcp  *net.TCPConn
 	raw  syscall.RawConn
-	fn   func(uintptr) bool // try, as a value, so that a push allocates nothing
-	p    [][]byte
-	arr  net.Buffers // the waiting write's pieces, reused
-	rest net.Buffers // what of them is left to write
-	one  [1][]byte   // writeAll's piece
+	fn   func(uintptr) bool // try, as a value, so that a write allocates nothing
+	arr  net.Buffers        // the pieces being written, reused
+	rest net.Buffers        // what of them is left to write
+	one  [1][]byte          // writeAll's piece
 	iov  iovecs
-	n    int
-	err  error
+	wait bool  // on a full socket, wait for room (else give up)
+	n    int   // bytes written
+	err  error // the errno a call failed with
 }
 
 func newRawWriter(tcp *net.TCPConn) *rawWriter {
@@ -50,61 +52,85 @@ func newRawWriter(tcp *net.TCPConn) *rawWriter {
 // if wait is set, and returns how much of them the socket took. Its errors
 // are not reported: the direction meets them when it writes the rest.
 func (w *rawWriter) write(p [][]byte, wait bool) int {
-	w.p = p
-	err := w.raw.Write(w.fn)
-	w.p = nil
-	if err != nil || w.err != nil && w.err != syscall.EAGAIN {
-		return 0
+	w.start(p)
+	w.run(false)
+	if wait && len(w.rest) > 0 && w.err == nil {
+		_ = w.tcp.SetWriteDeadline(time.Now().Add(pushWait))
+		w.run(true)
+		_ = w.tcp.SetWriteDeadline(time.Time{})
 	}
-	n := max(w.n, 0)
-	size := 0
-	for _, b := range p {
-		size += len(b)
-	}
-	if n == size || !wait {
-		return n
-	}
-	w.arr = append(w.arr[:0], p...)
-	w.rest = w.arr
-	for skip := n; skip > 0; {
-		k := min(skip, len(w.rest[0]))
-		if w.rest[0] = w.rest[0][k:]; len(w.rest[0]) == 0 {
-			w.rest = w.rest[1:]
-		}
-		skip -= k
-	}
-	_ = w.tcp.SetWriteDeadline(time.Now().Add(pushWait))
-	m, _ := w.rest.WriteTo(w.tcp)
-	_ = w.tcp.SetWriteDeadline(time.Time{})
-	clear(w.arr) // keep no caller's buffer
-	return n + int(m)
+	n, _ := w.finish(nil)
+	return n
 }
 
-// writeAll writes p as a net.Conn Write does, waiting for room as long
-// as it takes (or until the connection's write deadline), but starts with
-// a raw attempt (see syscall.go): a socket with room, the common case,
-// takes all of p at once and the runtime sees no system call.
+// writeAll writes p as a net.Conn Write does: all of it, waiting for room
+// as long as it takes or until the connection's write deadline.
 func (w *rawWriter) writeAll(p []byte) (int, error) {
 	w.one[0] = p
-	n := w.write(w.one[:], false)
+	w.start(w.one[:])
 	w.one[0] = nil
-	if n == len(p) {
-		return n, nil
-	}
-	m, err := w.tcp.Write(p[n:])
-	return n + m, err
+	return w.finish(w.run(true))
 }
 
-// try is write's RawConn callback: one attempt, never a wait.
+func (w *rawWriter) start(p [][]byte) {
+	w.arr = append(w.arr[:0], p...)
+	w.rest, w.n, w.err = w.arr, 0, nil
+	w.consume(0)
+}
+
+// run writes w.rest until it is written, the socket is full (unless
+// wait), a call fails, or the deadline passes.
+func (w *rawWriter) run(wait bool) error {
+	w.wait = wait
+	return w.raw.Write(w.fn)
+}
+
+// finish ends a write, keeping no caller's buffer, and reports it as
+// net.Conn's Write would.
+func (w *rawWriter) finish(err error) (int, error) {
+	clear(w.arr)
+	w.rest = nil
+	if err == nil && w.err != nil {
+		err = &net.OpError{Op: "write", Net: "tcp", Source: w.tcp.LocalAddr(), Addr: w.tcp.RemoteAddr(), Err: os.NewSyscallError("write", w.err)}
+	}
+	return w.n, err
+}
+
+// try is the RawConn callback: it writes until w.rest is written, and
+// on a full socket either gives up or has the poller wait for room.
 func (w *rawWriter) try(fd uintptr) bool {
-	for {
-		if len(w.p) == 1 {
-			w.n, w.err = sysWrite(fd, w.p[0])
+	for len(w.rest) > 0 {
+		var n int
+		var err error
+		if len(w.rest) == 1 {
+			n, err = sysWrite(fd, w.rest[0])
 		} else {
-			w.n, w.err = w.iov.sysWritev(fd, w.p)
+			n, err = w.iov.sysWritev(fd, w.rest)
 		}
-		if w.err != syscall.EINTR {
+		switch err {
+		case nil:
+			w.n += n
+			w.consume(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return !w.wait
+		default:
+			w.err = err
 			return true
+		}
+	}
+	return true
+}
+
+// consume drops n written bytes from the front of w.rest, and the empty
+// pieces there.
+func (w *rawWriter) consume(n int) {
+	for len(w.rest) > 0 && (n > 0 || len(w.rest[0]) == 0) {
+		k := min(n, len(w.rest[0]))
+		w.rest[0] = w.rest[0][k:]
+		n -= k
+		if len(w.rest[0]) == 0 {
+			w.rest = w.rest[1:]
 		}
 	}
 }
