@@ -138,7 +138,16 @@ func newConn(srv *Server, nc net.Conn, h http.Handler, sawPreface bool) *conn {
 		wuBudget:       wuBudgetBase,
 		sawPreface:     sawPreface,
 	}
+	brSize := 4096
 	if tc, ok := nc.(*tls.Conn); ok {
+		// TLS reads whole records from the socket itself, so a read
+		// buffer here only costs copies: a frame's payload is read
+		// straight into the framer's buffer once the bufio.Reader is
+		// empty, and with a 4 KiB one the first 4 KiB of every DATA
+		// payload was copied twice. In six alternating pairs of one
+		// tunnel's upload, proxy CPU per byte went from 1.01-1.10 times
+		// the HTTP/1.1 tunnel's to 0.94-1.03.
+		brSize = 16 // bufio's least; a frame header is 9 bytes
 		st := tc.ConnectionState()
 		c.tlsState = &st
 		c.batch, _ = tc.NetConn().(tunnel.Batcher)
@@ -147,7 +156,7 @@ func newConn(srv *Server, nc net.Conn, h http.Handler, sawPreface bool) *conn {
 		}
 	}
 	c.turn.L = &c.mu
-	c.br = bufio.NewReader(nc)
+	c.br = bufio.NewReaderSize(nc, brSize)
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = uint32(cfg.MaxHeaderListSize)
