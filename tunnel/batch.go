@@ -28,12 +28,11 @@ type BatchConn struct {
 	buf  *[]byte // pooled; nil when nothing is held
 
 	// Reads that do not wait (Read while rr.noWait is set), over plain
-	// TCP only, for Splice's reads of TLS; nil otherwise.
+	// TCP only, for Splice's reads of TLS; nil otherwise. Its RawConn
+	// also serves the writes.
 	rr *rawReader
 	// beforeWait runs before a Read waits for the socket (see OnWait).
 	beforeWait func()
-	// Writes to plain TCP, through raw system calls; nil otherwise.
-	rw *rawWriter
 }
 
 // maxHeld bounds what a hold gathers: beyond it Write sends what it has,
@@ -50,7 +49,6 @@ func NewBatchConn(c net.Conn) *BatchConn {
 	b := &BatchConn{Conn: c}
 	if tcp, ok := c.(*net.TCPConn); ok {
 		b.rr = newRawReader(tcp)
-		b.rw = newRawWriter(tcp)
 	}
 	return b
 }
@@ -115,10 +113,12 @@ func (c *BatchConn) flushLocked() error {
 // write writes p to the connection underneath, through raw system calls
 // when it is plain TCP (see syscall.go). Called with c.mu held.
 func (c *BatchConn) write(p []byte) (int, error) {
-	if c.rw != nil {
-		return c.rw.writeAll(p)
+	if c.rr == nil {
+		return c.Conn.Write(p)
 	}
-	return c.Conn.Write(p)
+	w := lendWriter(c.rr.tcp, c.rr.raw)
+	defer w.giveBack()
+	return w.writeAll(p)
 }
 
 // Read reads as net.Conn does, or, while rr.noWait is set, returns

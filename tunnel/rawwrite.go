@@ -3,6 +3,7 @@ package tunnel
 import (
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -16,36 +17,43 @@ import (
 // by then is the direction's to write.
 const pushWait = time.Millisecond
 
-// rawWriter writes to a TCP socket with raw system calls (see
-// syscall.go), waiting for room through the poller as a net.Conn does.
-// For a push: a first attempt that does not wait, which is all a socket
-// with room needs, so that most pushes set no deadline; then, if the push
-// may wait, a write of the rest that waits at most pushWait. For a
-// direction's or a BatchConn's own writes: writeAll. Its writes are never
-// concurrent: pushes come from the one goroutine that receives the
-// source's data, only while the direction waits, and a BatchConn writes
-// under its lock.
+// rawWriter is the state of one write to a TCP socket with raw system
+// calls (see syscall.go), waiting for room through the poller as a
+// net.Conn does. For a push: a first attempt that does not wait, which is
+// all a socket with room needs, so that most pushes set no deadline; then,
+// if the push may wait, a write of the rest that waits at most pushWait.
+// For a direction's or a BatchConn's own writes: writeAll. It is lent for
+// one write at a time (lendWriter), so that a tunnel waiting for data
+// holds none of it.
 type rawWriter struct {
 	tcp  *net.TCPConn
 	raw  syscall.RawConn
 	fn   func(uintptr) bool // try, as a value, so that a write allocates nothing
 	arr  net.Buffers        // the pieces being written, reused
 	rest net.Buffers        // what of them is left to write
-	one  [1][]byte          // writeAll's piece
 	iov  iovecs
 	wait bool  // on a full socket, wait for room (else give up)
 	n    int   // bytes written
 	err  error // the errno a call failed with
 }
 
-func newRawWriter(tcp *net.TCPConn) *rawWriter {
-	raw, err := tcp.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	w := &rawWriter{tcp: tcp, raw: raw}
+var rawWriters = sync.Pool{New: func() any {
+	w := new(rawWriter)
 	w.fn = w.try
 	return w
+}}
+
+// lendWriter lends a rawWriter for writes to tcp through raw, its
+// RawConn; giveBack returns it.
+func lendWriter(tcp *net.TCPConn, raw syscall.RawConn) *rawWriter {
+	w := rawWriters.Get().(*rawWriter)
+	w.tcp, w.raw = tcp, raw
+	return w
+}
+
+func (w *rawWriter) giveBack() {
+	w.tcp, w.raw = nil, nil
+	rawWriters.Put(w)
 }
 
 // write writes the pieces of p in order, as one write, waiting for room
@@ -66,14 +74,19 @@ func (w *rawWriter) write(p [][]byte, wait bool) int {
 // writeAll writes p as a net.Conn Write does: all of it, waiting for room
 // as long as it takes or until the connection's write deadline.
 func (w *rawWriter) writeAll(p []byte) (int, error) {
-	w.one[0] = p
-	w.start(w.one[:])
-	w.one[0] = nil
+	w.arr = append(w.arr[:0], p)
+	w.begin()
 	return w.finish(w.run(true))
 }
 
+// start begins a write of p's pieces.
 func (w *rawWriter) start(p [][]byte) {
 	w.arr = append(w.arr[:0], p...)
+	w.begin()
+}
+
+// begin begins a write of the pieces in w.arr.
+func (w *rawWriter) begin() {
 	w.rest, w.n, w.err = w.arr, 0, nil
 	w.consume(0)
 }

@@ -16,7 +16,7 @@ import (
 // usual.
 func TestPushWaitsAtMostAMoment(t *testing.T) {
 	a, b := tcpPair(t)
-	w := newRawWriter(a)
+	w := testWriter(t, a)
 	p := make([]byte, 64<<20) // far beyond both socket buffers
 	for i := range p {
 		p[i] = byte(i % 251)
@@ -43,7 +43,7 @@ func TestPushWaitsAtMostAMoment(t *testing.T) {
 // once, where a waiting push would wait pushWait each time.
 func TestPushWithoutWait(t *testing.T) {
 	a, _ := tcpPair(t) // the peer reads nothing
-	w := newRawWriter(a)
+	w := testWriter(t, a)
 	p := make([]byte, 4<<20)
 	// Fill the socket (and the peer's) until a push takes nothing: the
 	// kernel may make room at first as the buffers grow.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -190,10 +191,10 @@ type direction struct {
 	b  copyBuf
 	hw HeadroomWriter
 
-	// dst as plain TCP, when it is: written through w (see writeTCP),
-	// made at the first write so that a tunnel that never wrote holds none.
+	// dst as plain TCP, when it is, and its RawConn, made at the first
+	// write (see writeTCP).
 	tcp *net.TCPConn
-	w   *rawWriter
+	raw syscall.RawConn
 	// src writes to tcp itself while the direction waits (see Pusher).
 	pusher Pusher
 
@@ -364,10 +365,12 @@ func (d *direction) pullRead(bufs [][]byte) (int, error) {
 // push writes the pieces of p to dst for src, on src's goroutine, while
 // this direction waits for src (see Pusher).
 func (d *direction) push(p [][]byte, wait bool) int {
-	if !d.makeWriter() {
+	if !d.makeRaw() {
 		return 0 // closed: the direction meets that when it writes
 	}
-	n := d.w.write(p, wait)
+	w := lendWriter(d.tcp, d.raw)
+	n := w.write(p, wait)
+	w.giveBack()
 	d.moved(n)
 	return n
 }
@@ -375,19 +378,21 @@ func (d *direction) push(p [][]byte, wait bool) int {
 // writeTCP writes p to dst, a plain TCP connection, through raw system
 // calls (see syscall.go).
 func (d *direction) writeTCP(p []byte) (int, error) {
-	if !d.makeWriter() {
+	if !d.makeRaw() {
 		return d.dst.Write(p)
 	}
-	return d.w.writeAll(p)
+	w := lendWriter(d.tcp, d.raw)
+	defer w.giveBack()
+	return w.writeAll(p)
 }
 
-// makeWriter makes w at the first write, so that a tunnel that has not
-// written holds none. It reports false if the socket is closed.
-func (d *direction) makeWriter() bool {
-	if d.w == nil {
-		d.w = newRawWriter(d.tcp)
+// makeRaw makes raw at the first write. It reports false if the socket
+// is closed.
+func (d *direction) makeRaw() bool {
+	if d.raw == nil {
+		d.raw, _ = d.tcp.SyscallConn()
 	}
-	return d.w != nil
+	return d.raw != nil
 }
 
 // moved counts n bytes that another goroutine moved for this direction

@@ -4,10 +4,22 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"testing"
 	"time"
 )
+
+// testWriter lends a rawWriter for a's writes until the test ends.
+func testWriter(t *testing.T, a *net.TCPConn) *rawWriter {
+	raw, err := a.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := lendWriter(a, raw)
+	t.Cleanup(w.giveBack)
+	return w
+}
 
 func pattern(n int) []byte {
 	p := make([]byte, n)
@@ -22,7 +34,7 @@ func pattern(n int) []byte {
 // byte arrives once and in order.
 func TestWriteAllWaitsForRoom(t *testing.T) {
 	a, b := tcpPair(t)
-	w := newRawWriter(a)
+	w := testWriter(t, a)
 	p := pattern(64 << 20) // far beyond both socket buffers
 	type result struct {
 		n   int
@@ -50,7 +62,7 @@ func TestWriteAllWaitsForRoom(t *testing.T) {
 // peer never reads it stops there, and says how much it wrote.
 func TestWriteAllKeepsDeadline(t *testing.T) {
 	a, b := tcpPair(t)
-	w := newRawWriter(a)
+	w := testWriter(t, a)
 	p := pattern(64 << 20)
 	a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 	n, err := w.writeAll(p)
@@ -69,7 +81,7 @@ func TestWriteAllKeepsDeadline(t *testing.T) {
 // fill or send the others in order.
 func TestRawVectoredCalls(t *testing.T) {
 	a, b := tcpPair(t)
-	w := newRawWriter(a)
+	w := testWriter(t, a)
 	if n := w.write([][]byte{nil, []byte("ab"), {}, []byte("cde")}, false); n != 5 {
 		t.Fatalf("writev of 5 bytes in 4 pieces wrote %d", n)
 	}
