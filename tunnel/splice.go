@@ -386,8 +386,8 @@ func (d *direction) writeTCP(p []byte) (int, error) {
 	return w.writeAll(p)
 }
 
-// makeRaw makes raw at the first write. It reports false if the socket
-// is closed.
+// makeRaw makes raw at the first write, so that a tunnel that never
+// wrote holds none. It reports false if the connection has none.
 func (d *direction) makeRaw() bool {
 	if d.raw == nil {
 		d.raw, _ = d.tcp.SyscallConn()
