@@ -116,9 +116,7 @@ func (c *BatchConn) write(p []byte) (int, error) {
 	if c.rr == nil {
 		return c.Conn.Write(p)
 	}
-	w := lendWriter(c.rr.tcp, c.rr.raw)
-	defer w.giveBack()
-	return w.writeAll(p)
+	return writeAllTo(c.rr.tcp, c.rr.raw, p)
 }
 
 // Read reads as net.Conn does, or, while rr.noWait is set, returns

@@ -79,6 +79,14 @@ func (w *rawWriter) writeAll(p []byte) (int, error) {
 	return w.finish(w.run(true))
 }
 
+// writeAllTo writes p to tcp through raw, its RawConn, as writeAll does,
+// with a writer lent for the write.
+func writeAllTo(tcp *net.TCPConn, raw syscall.RawConn, p []byte) (int, error) {
+	w := lendWriter(tcp, raw)
+	defer w.giveBack()
+	return w.writeAll(p)
+}
+
 // start begins a write of p's pieces.
 func (w *rawWriter) start(p [][]byte) {
 	w.arr = append(w.arr[:0], p...)

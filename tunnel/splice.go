@@ -381,9 +381,7 @@ func (d *direction) writeTCP(p []byte) (int, error) {
 	if !d.makeRaw() {
 		return d.dst.Write(p)
 	}
-	w := lendWriter(d.tcp, d.raw)
-	defer w.giveBack()
-	return w.writeAll(p)
+	return writeAllTo(d.tcp, d.raw, p)
 }
 
 // makeRaw makes raw at the first write, so that a tunnel that never
