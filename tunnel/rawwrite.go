@@ -61,8 +61,7 @@ func (w *rawWriter) giveBack() {
 // are not reported: the direction meets them when it writes the rest.
 func (w *rawWriter) write(p [][]byte, wait bool) int {
 	w.start(p)
-	w.run(false)
-	if wait && len(w.rest) > 0 && w.err == nil {
+	if err := w.run(false); err == nil && wait && len(w.rest) > 0 && w.err == nil {
 		_ = w.tcp.SetWriteDeadline(time.Now().Add(pushWait))
 		w.run(true)
 		_ = w.tcp.SetWriteDeadline(time.Time{})
