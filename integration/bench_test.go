@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -148,7 +149,8 @@ func BenchmarkThroughput(b *testing.B) {
 	paths := []struct {
 		name    string
 		streams int
-		open    path
+		open    path // nil: CONNECT streams over HTTP/2 connections
+		conns   int  // how many HTTP/2 connections the streams share (0: one)
 	}{
 		{"direct-tls", 1, func(b *testing.B) net.Conn {
 			c, err := net.Dial("tcp", target)
@@ -156,15 +158,19 @@ func BenchmarkThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			return c
-		}},
-		{"h1-connect-tls", 1, h1TLS},
-		{"h1-connect-plain", 1, func(b *testing.B) net.Conn { return plainConnect(b, plain, target) }},
+		}, 0},
+		{"h1-connect-tls", 1, h1TLS, 0},
+		{"h1-connect-plain", 1, func(b *testing.B) net.Conn { return plainConnect(b, plain, target) }, 0},
 		// 16 HTTP/1.1 tunnels at once, each on its own TLS connection, as
 		// an HTTP/1.1 client opens them: beside 16 HTTP/2 tunnels on one
 		// connection, it tells what 16 busy targets cost either way.
-		{"h1-connect-tls-16", 16, h1TLS},
-		{"h2-connect-1", 1, nil},
-		{"h2-connect-16", 16, nil},
+		{"h1-connect-tls-16", 16, h1TLS, 0},
+		{"h2-connect-1", 1, nil, 0},
+		{"h2-connect-16", 16, nil, 0},
+		// The same 16 tunnels, each on an HTTP/2 connection of its own:
+		// what sharing one connection costs, apart from what the HTTP/2
+		// engine costs.
+		{"h2-connect-16-apart", 16, nil, 16},
 	}
 	// The HTTP/1.1-over-TLS tunnel's throughput per direction, for the
 	// HTTP/2 paths' x-h1-tls: the throughput targets are ratios to it, and
@@ -179,8 +185,14 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Run(pt.name+"/"+dir, func(b *testing.B) {
 				open := pt.open
 				if open == nil {
-					h := dialBenchH2(b, p) // see benchclient_test.go
-					open = func(b *testing.B) net.Conn { return h.connect(b, target) }
+					hs := make([]*benchH2, max(pt.conns, 1))
+					for i := range hs {
+						hs[i] = dialBenchH2(b, p) // see benchclient_test.go
+					}
+					var next atomic.Int64
+					open = func(b *testing.B) net.Conn {
+						return hs[next.Add(1)%int64(len(hs))].connect(b, target)
+					}
 				}
 				b.SetBytes(int64(benchBytes * pt.streams))
 				cpu0 := cpuSeconds(b, p.PID())
