@@ -31,13 +31,7 @@ import (
 func BenchmarkH2AgainstH1(b *testing.B) {
 	target, cfg := benchTarget(b)
 	p := StartProxy(b, "--allow-private")
-	h1 := func(b *testing.B) net.Conn {
-		c, resp := h1Connect(b, p, target, nil)
-		if resp.StatusCode != 200 {
-			b.Fatalf("CONNECT %d", resp.StatusCode)
-		}
-		return bufConn{c.Conn, c.br}
-	}
+	h1 := h1TLSPath(p, target)
 	for _, streams := range []int{1, 16} {
 		for _, upload := range []bool{true, false} {
 			dir := "download"

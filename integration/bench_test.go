@@ -139,13 +139,7 @@ func BenchmarkThroughput(b *testing.B) {
 	target, cfg := benchTarget(b)
 	p := StartProxy(b, "--allow-private", "--plain-listen", "127.0.0.1:0")
 	plain := logAddr(b, p, "listening (cleartext)")
-	h1TLS := func(b *testing.B) net.Conn {
-		c, resp := h1Connect(b, p, target, nil)
-		if resp.StatusCode != 200 {
-			b.Fatalf("CONNECT %d", resp.StatusCode)
-		}
-		return bufConn{c.Conn, c.br}
-	}
+	h1TLS := h1TLSPath(p, target)
 	paths := []struct {
 		name    string
 		streams int
@@ -228,6 +222,18 @@ func BenchmarkThroughput(b *testing.B) {
 }
 
 // bufConn reads through the buffer that read the CONNECT response.
+// h1TLSPath opens HTTP/1.1 CONNECT tunnels to target through p's TLS
+// listener.
+func h1TLSPath(p *Proxy, target string) path {
+	return func(b *testing.B) net.Conn {
+		c, resp := h1Connect(b, p, target, nil)
+		if resp.StatusCode != 200 {
+			b.Fatalf("CONNECT %d", resp.StatusCode)
+		}
+		return bufConn{c.Conn, c.br}
+	}
+}
+
 type bufConn struct {
 	net.Conn
 	r io.Reader
