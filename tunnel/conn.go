@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 )
 
 // Conn is one end of a tunnel.
@@ -154,7 +155,15 @@ func (c *netConn) Abort(error) {
 }
 
 // tcp returns the TCP connection under c, or nil.
-func (c *netConn) tcp() *net.TCPConn { return TCPConn(c.Conn) }
+func (c *netConn) tcp() socket {
+	if q, ok := c.Conn.(*quietConn); ok {
+		return q
+	}
+	if tcp := TCPConn(c.Conn); tcp != nil {
+		return tcp
+	}
+	return nil
+}
 
 // TCPConn returns the TCP connection under c: below TLS, and below a
 // wrapper that offers it with a TCPConn method (a PROXY protocol reader,
@@ -173,14 +182,30 @@ func TCPConn(c net.Conn) *net.TCPConn {
 
 // plainTCP returns the TCP connection when c is plain TCP, with no TLS
 // or other layer to write through.
-func (c *netConn) plainTCP() *net.TCPConn {
-	tcp, _ := c.Conn.(*net.TCPConn)
-	return tcp
+func (c *netConn) plainTCP() socket {
+	switch s := c.Conn.(type) {
+	case *net.TCPConn:
+		return s
+	case *quietConn:
+		return s
+	}
+	return nil
+}
+
+// quiet moves c's socket, when it is plain TCP with nothing buffered,
+// out of the runtime's poller (see quietConn). It is done before the
+// tunnel starts, and changes nothing if the socket cannot be moved.
+func (c *netConn) quiet() {
+	if tcp, ok := c.Conn.(*net.TCPConn); ok && len(c.pending) == 0 {
+		if q := quiet(tcp); q != nil {
+			c.Conn = q
+		}
+	}
 }
 
 // rawTCP returns the TCP connection when c is plain TCP with nothing
 // buffered, so that copying can use the kernel's splice path.
-func (c *netConn) rawTCP() *net.TCPConn {
+func (c *netConn) rawTCP() socket {
 	if len(c.pending) > 0 {
 		return nil
 	}
@@ -205,3 +230,12 @@ type Puller interface {
 // ErrWouldBlock is what a read that does not wait returns on an empty
 // socket (see Puller).
 var ErrWouldBlock = errWouldBlock
+
+// socket is a plain TCP connection as the data paths use it: a
+// *net.TCPConn, or a quietConn.
+type socket interface {
+	net.Conn
+	CloseWrite() error
+	SetLinger(sec int) error
+	SyscallConn() (syscall.RawConn, error)
+}

@@ -12,7 +12,7 @@ import (
 // give back its copy buffer, or its goroutine, so that a tunnel waiting
 // for data holds neither. Reads are never concurrent.
 type rawReader struct {
-	tcp *net.TCPConn
+	tcp socket
 	raw syscall.RawConn
 	buf *copyBuf // for readWaiting: the buffer, taken once there is data
 	// noWait: a BatchConn's Read, which crypto/tls calls, reads without
@@ -54,7 +54,7 @@ func (wouldBlock) Timeout() bool   { return true }
 func (wouldBlock) Temporary() bool { return true }
 
 // newRawReader returns a rawReader for tcp, or nil if it has no RawConn.
-func newRawReader(tcp *net.TCPConn) *rawReader {
+func newRawReader(tcp socket) *rawReader {
 	raw, err := tcp.SyscallConn()
 	if err != nil {
 		return nil

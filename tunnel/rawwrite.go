@@ -26,7 +26,7 @@ const pushWait = time.Millisecond
 // one write at a time (lendWriter), so that a tunnel waiting for data
 // holds none of it.
 type rawWriter struct {
-	tcp  *net.TCPConn
+	tcp  socket
 	raw  syscall.RawConn
 	fn   func(uintptr) bool // try, as a value, so that a write allocates nothing
 	arr  net.Buffers        // the pieces being written, reused
@@ -45,7 +45,7 @@ var rawWriters = sync.Pool{New: func() any {
 
 // lendWriter lends a rawWriter for writes to tcp through raw, its
 // RawConn; giveBack returns it.
-func lendWriter(tcp *net.TCPConn, raw syscall.RawConn) *rawWriter {
+func lendWriter(tcp socket, raw syscall.RawConn) *rawWriter {
 	w := rawWriters.Get().(*rawWriter)
 	w.tcp, w.raw = tcp, raw
 	return w
@@ -80,7 +80,7 @@ func (w *rawWriter) writeAll(p []byte) (int, error) {
 
 // writeAllTo writes p to tcp through raw, its RawConn, as writeAll does,
 // with a writer lent for the write.
-func writeAllTo(tcp *net.TCPConn, raw syscall.RawConn, p []byte) (int, error) {
+func writeAllTo(tcp socket, raw syscall.RawConn, p []byte) (int, error) {
 	w := lendWriter(tcp, raw)
 	defer w.giveBack()
 	return w.writeAll(p)

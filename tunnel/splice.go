@@ -94,6 +94,14 @@ func start(ctx context.Context, client, target Conn, opt Options, done func(Stat
 			t.abort(ErrIdle)
 		})
 	}
+	// A target that the client's side reads itself (see Puller) is never
+	// waited on while it is read: keep it out of the runtime's poller
+	// (see quietConn).
+	if _, ok := client.(Puller); ok {
+		if nc, ok := target.(*netConn); ok {
+			nc.quiet()
+		}
+	}
 	// Decided before the directions start: Read changes what rawTCP sees.
 	kernel := rawTCP(client) != nil && rawTCP(target) != nil
 	// Reads stamp the time only when an idle timeout needs it.
@@ -193,7 +201,7 @@ type direction struct {
 
 	// dst as plain TCP, when it is, and its RawConn, made at the first
 	// write (see writeTCP).
-	tcp *net.TCPConn
+	tcp socket
 	raw syscall.RawConn
 	// src writes to tcp itself while the direction waits (see Pusher).
 	pusher Pusher
@@ -600,7 +608,7 @@ func classify(err error, from, to Side) error {
 	return &Error{Side: from, Err: err}
 }
 
-func rawTCP(c Conn) *net.TCPConn {
+func rawTCP(c Conn) socket {
 	if nc, ok := c.(*netConn); ok {
 		return nc.rawTCP()
 	}
