@@ -36,7 +36,7 @@ func quietPair(t *testing.T) (*quietConn, *net.TCPConn) {
 func armed(t *testing.T, q *quietConn) bool {
 	t.Helper()
 	var info []byte
-	if err := q.inRaw.Control(func(efd uintptr) {
+	if err := q.in.raw.Control(func(efd uintptr) {
 		info, _ = os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(int(efd)))
 	}); err != nil || info == nil {
 		t.Fatalf("in's fdinfo: %v", err)
@@ -169,7 +169,7 @@ func TestQuietConnWriteDeadline(t *testing.T) {
 // descriptor, out's too once a write has waited; an abort resets the
 // connection.
 func TestQuietConnClose(t *testing.T) {
-	before := openFds(t)
+	before, idleBefore := openFds(t), idle()
 	q, peer := quietPair(t)
 	q.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
 	if _, err := q.Write(make([]byte, 64<<20)); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -200,9 +200,16 @@ func TestQuietConnClose(t *testing.T) {
 		t.Fatalf("CloseWrite after Close: %v", err)
 	}
 	peer.Close()
-	if after := openFds(t); after != before {
-		t.Fatalf("%d descriptors open before, %d after", before, after)
+	// The epoll instances stay open for the next tunnels, and only they.
+	if after := openFds(t); after != before+idle()-idleBefore {
+		t.Fatalf("%d descriptors open before, %d after, with %d more epoll instances kept", before, after, idle()-idleBefore)
 	}
+}
+
+func idle() int {
+	idleEpolls.Lock()
+	defer idleEpolls.Unlock()
+	return len(idleEpolls.free)
 }
 
 func openFds(t *testing.T) int {
@@ -235,5 +242,46 @@ func TestSpliceQuietsAPullersTarget(t *testing.T) {
 		if quieted != pulled {
 			t.Errorf("pulled %v: target moved out of the poller: %v", pulled, quieted)
 		}
+	}
+}
+
+// Closing while a write waits for room ends the write at once, and the
+// epoll instances go back for the next connection, which waits through
+// them as the first did.
+func TestQuietConnReusesEpolls(t *testing.T) {
+	q, _ := quietPair(t) // the peer reads nothing
+	done := make(chan error, 1)
+	go func() {
+		_, err := q.Write(make([]byte, 64<<20))
+		done <- err
+	}()
+	for {
+		q.mu.Lock()
+		out := q.out
+		q.mu.Unlock()
+		if out != nil {
+			break // the write waits
+		}
+		runtime.Gosched()
+	}
+	in, out := q.in, q.out
+	q.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write ended by Close: %v, want net.ErrClosed", err)
+	}
+
+	q2, peer := quietPair(t)
+	if q2.in != out && q2.in != in {
+		t.Fatal("a new connection did not reuse a closed one's epoll instance")
+	}
+	r := newRawReader(q2)
+	waited := make(chan error, 1)
+	go func() { waited <- r.waitReadable() }()
+	waitArmed(t, q2)
+	if _, err := peer.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("a wait through a reused instance: %v", err)
 	}
 }
