@@ -73,9 +73,10 @@ func quiet(tcp *net.TCPConn) *quietConn {
 		return nil
 	}
 	fd := -1
+	var derr error
 	if err := raw.Control(func(s uintptr) {
-		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil || fd < 0 {
+		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil || derr != nil {
 		return nil
 	}
 	in, err := getEpoll()
