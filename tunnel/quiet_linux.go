@@ -45,7 +45,7 @@ type quietConn struct {
 	// mu guards closing, out and wdeadline, and runs the socket options.
 	mu        sync.Mutex
 	closed    atomic.Bool
-	out       *epoll // nil until a write waits
+	out       *epoll // nil until a write waits; set under wmu and mu
 	wdeadline time.Time
 
 	// One read and one write at a time, each under its own lock, which
@@ -227,9 +227,7 @@ func (q *quietConn) rawWrite(f func(uintptr) bool) error {
 	}
 	q.writeFn = f
 	defer func() { q.writeFn = nil }()
-	q.mu.Lock()
-	out := q.out
-	q.mu.Unlock()
+	out := q.out // set only by takeOut, under wmu too
 	if out == nil {
 		// No write has waited yet: try this one without out.
 		if err := q.in.raw.Control(q.tryCb); err != nil {

@@ -66,6 +66,19 @@ func waitArmed(t *testing.T, q *quietConn) {
 	}
 }
 
+// wakeWaitingRead has r wait until q is readable, sends msg from q's peer
+// once the wait is armed, and returns what the wait returned.
+func wakeWaitingRead(t *testing.T, q *quietConn, r *rawReader, peer net.Conn, msg string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- r.waitReadable() }()
+	waitArmed(t, q)
+	if _, err := peer.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	return <-done
+}
+
 // The point of a quietConn: the socket's EPOLLIN is armed only while a
 // read waits, and data that arrives otherwise (while a puller reads, say)
 // reaches no poller. A wait that ends, with data or at its deadline,
@@ -88,13 +101,7 @@ func TestQuietConnArmsOnlyWhileWaiting(t *testing.T) {
 		t.Fatal("armed by reads that did not wait")
 	}
 
-	done := make(chan error, 1)
-	go func() { done <- r.waitReadable() }()
-	waitArmed(t, q)
-	if _, err := peer.Write([]byte("asked")); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
+	if err := wakeWaitingRead(t, q, r, peer, "asked"); err != nil {
 		t.Fatalf("a waiting read: %v", err)
 	}
 	if n, err := r.tryRead(buf); err != nil || string(buf[:n]) != "asked" {
@@ -274,14 +281,7 @@ func TestQuietConnReusesEpolls(t *testing.T) {
 	if q2.in != out && q2.in != in {
 		t.Fatal("a new connection did not reuse a closed one's epoll instance")
 	}
-	r := newRawReader(q2)
-	waited := make(chan error, 1)
-	go func() { waited <- r.waitReadable() }()
-	waitArmed(t, q2)
-	if _, err := peer.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-waited; err != nil {
+	if err := wakeWaitingRead(t, q2, newRawReader(q2), peer, "x"); err != nil {
 		t.Fatalf("a wait through a reused instance: %v", err)
 	}
 }
