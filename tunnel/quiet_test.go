@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -283,5 +284,72 @@ func TestQuietConnReusesEpolls(t *testing.T) {
 	}
 	if err := wakeWaitingRead(t, q2, newRawReader(q2), peer, "x"); err != nil {
 		t.Fatalf("a wait through a reused instance: %v", err)
+	}
+}
+
+// Close may come at any point of reads, writes and deadline changes on
+// other goroutines: each of them ends, promptly, with the socket closed
+// once and no descriptor left behind.
+func TestQuietConnCloseRaces(t *testing.T) {
+	before, idleBefore := openFds(t), idle()
+	for i := range 200 {
+		q, peer := quietPair(t)
+		var wg sync.WaitGroup
+		wg.Add(3)
+		go func() { // a reader, waiting and reading
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for {
+				if _, err := q.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+		go func() { // a writer that waits for room: at most pushWait, or until Close
+			defer wg.Done()
+			p := make([]byte, 256<<10)
+			for {
+				if i%2 == 0 && q.SetWriteDeadline(time.Now().Add(pushWait)) != nil {
+					return
+				}
+				if _, err := q.Write(p); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+					return
+				}
+			}
+		}()
+		go func() { // the peer sends a little and never reads
+			defer wg.Done()
+			for range i % 7 {
+				if _, err := peer.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}()
+		if i%3 == 0 {
+			runtime.Gosched()
+		}
+		q.SetLinger(0)
+		closed := make(chan error, 1)
+		go func() { closed <- q.Close() }()
+		timeout := time.After(5 * time.Second)
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Fatalf("round %d: Close: %v", i, err)
+			}
+		case <-timeout:
+			t.Fatalf("round %d: Close hangs", i)
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-timeout:
+			t.Fatalf("round %d: a read or write outlived Close", i)
+		}
+		peer.Close()
+	}
+	if after := openFds(t); after != before+idle()-idleBefore {
+		t.Fatalf("%d descriptors open before, %d after, with %d more epoll instances kept", before, after, idle()-idleBefore)
 	}
 }
