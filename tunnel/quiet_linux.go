@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -296,26 +295,11 @@ func (q *quietConn) control(f func(fd int) error) error {
 	return f(q.fd)
 }
 
+// Read reads as a net.Conn does. The data paths read through the
+// RawConn instead (see copyBuf), so this takes no care to allocate
+// nothing.
 func (q *quietConn) Read(p []byte) (int, error) {
-	var n int
-	var errno error
-	err := q.rawRead(func(fd uintptr) bool {
-		for {
-			n, errno = sysRead(fd, p)
-			if errno != syscall.EINTR {
-				return errno != syscall.EAGAIN
-			}
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, q.opError("read", err)
-	case errno != nil:
-		return 0, q.opError("read", os.NewSyscallError("read", errno))
-	case n == 0 && len(p) > 0:
-		return 0, io.EOF
-	}
-	return n, nil
+	return newRawReader(q).readHooked(p, nil)
 }
 
 func (q *quietConn) Write(p []byte) (int, error) {

@@ -208,7 +208,14 @@ func TestQuietConnClose(t *testing.T) {
 		t.Fatalf("CloseWrite after Close: %v", err)
 	}
 	peer.Close()
-	// The epoll instances stay open for the next tunnels, and only they.
+	checkFds(t, before, idleBefore)
+}
+
+// checkFds fails t unless the descriptors open now are those open before
+// (before of them, with idleBefore idle epoll instances) plus the epoll
+// instances kept since for the next tunnels, and only they.
+func checkFds(t *testing.T, before, idleBefore int) {
+	t.Helper()
 	if after := openFds(t); after != before+idle()-idleBefore {
 		t.Fatalf("%d descriptors open before, %d after, with %d more epoll instances kept", before, after, idle()-idleBefore)
 	}
@@ -349,7 +356,5 @@ func TestQuietConnCloseRaces(t *testing.T) {
 		}
 		peer.Close()
 	}
-	if after := openFds(t); after != before+idle()-idleBefore {
-		t.Fatalf("%d descriptors open before, %d after, with %d more epoll instances kept", before, after, idle()-idleBefore)
-	}
+	checkFds(t, before, idleBefore)
 }
