@@ -24,6 +24,10 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(stockEnv) != "" {
+		serveStockProxy() // a child of BenchmarkAgainstStock
+		return
+	}
 	reexecWithExtendedConnect()
 	dir, err := os.MkdirTemp("", "h2proxy-it-")
 	if err != nil {
