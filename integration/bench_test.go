@@ -352,23 +352,30 @@ func idleWebSockets(b *testing.B, p *Proxy, origin *wsOrigin, n int) {
 // adds a goroutine hand-off per request and per body write of its own).
 // Beside it, direct-p50-µs is the same exchange without the proxy (TCP
 // dial to the echo target, one byte there and back): the part of the
-// figure that is the loopback's and the target's, not the proxy's.
+// figure that is the loopback's and the target's, not the proxy's; and
+// stock-p50-µs the same tunnel through Go's own HTTP/2 server (see
+// BenchmarkAgainstStock), a reference for machines of other speeds.
 func BenchmarkNewTunnelLatency(b *testing.B) {
 	echo := startTarget(b, echoConn)
 	p := StartProxy(b, "--allow-private")
 	h := dialBenchH2(b, p)
-	var lat, direct []time.Duration
+	stock := dialBenchH2(b, startStockProxy(b))
+	var lat, direct, ref []time.Duration
 	one := []byte("x")
-	for range b.N * 100 {
+	tunnel := func(h *benchH2) time.Duration {
 		t0 := time.Now()
 		s := h.connect(b, echo.Addr())
 		s.Write(one)
 		readFull(b, s, 1)
-		lat = append(lat, time.Since(t0))
+		took := time.Since(t0)
 		s.CloseWrite()
 		io.Copy(io.Discard, s)
-
-		t0 = time.Now()
+		return took
+	}
+	for range b.N * 100 {
+		lat = append(lat, tunnel(h))
+		ref = append(ref, tunnel(stock))
+		t0 := time.Now()
 		c, err := net.Dial("tcp", echo.Addr())
 		if err != nil {
 			b.Fatal(err)
@@ -384,4 +391,5 @@ func BenchmarkNewTunnelLatency(b *testing.B) {
 	}
 	b.ReportMetric(p50(lat), "p50-µs")
 	b.ReportMetric(p50(direct), "direct-p50-µs")
+	b.ReportMetric(p50(ref), "stock-p50-µs")
 }
