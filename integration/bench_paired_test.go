@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -41,51 +42,55 @@ func BenchmarkH2AgainstH1(b *testing.B) {
 			b.Run(fmt.Sprintf("h2-connect-%d/%s", streams, dir), func(b *testing.B) {
 				h := dialBenchH2(b, p) // see benchclient_test.go
 				h2 := func(b *testing.B) net.Conn { return h.connect(b, target) }
-				var side [2]struct {
-					took time.Duration
-					cpu  float64
-				}
-				// run opens n tunnels (the HTTP/1.1 one's TLS handshake is
-				// not data path) and then times the transfers through them.
-				run := func(i, n int, open path) {
-					b.StopTimer()
-					conns := make([]net.Conn, n)
-					for k := range conns {
-						conns[k] = open(b)
-					}
-					b.StartTimer()
-					cpu0, t0 := proxyCPU(b, p.PID()), time.Now()
-					var wg sync.WaitGroup
-					for _, c := range conns {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							transfer(b, c, cfg, upload)
-						}()
-					}
-					wg.Wait()
-					side[i].took += time.Since(t0)
-					side[i].cpu += proxyCPU(b, p.PID()) - cpu0
-				}
+				sides := [2]pairSide{{pid: p.PID(), open: h1, n: 1}, {pid: p.PID(), open: h2, n: streams}}
 				b.SetBytes(int64(benchBytes * (1 + streams)))
 				for op := range b.N {
-					if op%2 == 0 {
-						run(0, 1, h1)
-						run(1, streams, h2)
-					} else {
-						run(1, streams, h2)
-						run(0, 1, h1)
-					}
+					sides[op%2].run(b, cfg, upload)
+					sides[1-op%2].run(b, cfg, upload)
 				}
 				gib := float64(b.N*benchBytes) / (1 << 30)
-				h1rate := gib / side[0].took.Seconds()
-				h2rate := gib * float64(streams) / side[1].took.Seconds()
+				h1rate := gib / sides[0].took.Seconds()
+				h2rate := gib * float64(streams) / sides[1].took.Seconds()
 				b.ReportMetric(h2rate/h1rate, "x-h1-tls")
-				b.ReportMetric(side[1].cpu/(gib*float64(streams)), "h2-proxy-cpu-s/GiB")
-				b.ReportMetric(side[0].cpu/gib, "h1-proxy-cpu-s/GiB")
+				b.ReportMetric(sides[1].cpu/(gib*float64(streams)), "h2-proxy-cpu-s/GiB")
+				b.ReportMetric(sides[0].cpu/gib, "h1-proxy-cpu-s/GiB")
 			})
 		}
 	}
+}
+
+// pairSide is one side of a paired benchmark: n tunnels opened with open
+// through the proxy process pid, and the time and that process's CPU
+// their transfers took so far.
+type pairSide struct {
+	pid  int
+	open path
+	n    int
+	took time.Duration
+	cpu  float64
+}
+
+// run opens the side's tunnels (the opening, handshakes included, is not
+// data path and is not timed) and then times their transfers, at once.
+func (s *pairSide) run(b *testing.B, cfg *tls.Config, upload bool) {
+	b.StopTimer()
+	conns := make([]net.Conn, s.n)
+	for k := range conns {
+		conns[k] = s.open(b)
+	}
+	b.StartTimer()
+	cpu0, t0 := proxyCPU(b, s.pid), time.Now()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			transfer(b, c, cfg, upload)
+		}()
+	}
+	wg.Wait()
+	s.took += time.Since(t0)
+	s.cpu += proxyCPU(b, s.pid) - cpu0
 }
 
 // proxyCPU is the CPU time of process pid in seconds: the sum of its

@@ -43,36 +43,21 @@ func BenchmarkAgainstStock(b *testing.B) {
 			dir = "upload"
 		}
 		b.Run("h2-connect-1/"+dir, func(b *testing.B) {
-			sides := [2]struct {
-				p    *Proxy
-				h    *benchH2
-				took time.Duration
-				cpu  float64
-			}{{p: p}, {p: stock}}
-			for i := range sides {
-				sides[i].h = dialBenchH2(b, sides[i].p)
-			}
-			run := func(i int) {
-				s := &sides[i]
-				b.StopTimer()
-				c := s.h.connect(b, target)
-				b.StartTimer()
-				cpu0, t0 := proxyCPU(b, s.p.PID()), time.Now()
-				transfer(b, c, cfg, upload)
-				s.took += time.Since(t0)
-				s.cpu += proxyCPU(b, s.p.PID()) - cpu0
+			ours, ref := dialBenchH2(b, p), dialBenchH2(b, stock)
+			sides := [2]pairSide{
+				{pid: p.PID(), open: func(b *testing.B) net.Conn { return ours.connect(b, target) }, n: 1},
+				{pid: stock.PID(), open: func(b *testing.B) net.Conn { return ref.connect(b, target) }, n: 1},
 			}
 			b.SetBytes(2 * benchBytes)
 			for op := range b.N {
-				run(op % 2)
-				run(1 - op%2)
+				sides[op%2].run(b, cfg, upload)
+				sides[1-op%2].run(b, cfg, upload)
 			}
 			gib := float64(b.N*benchBytes) / (1 << 30)
-			ours, ref := sides[0], sides[1]
-			b.ReportMetric(ref.took.Seconds()/ours.took.Seconds(), "x-stock")
-			b.ReportMetric(ours.cpu/gib, "h2-proxy-cpu-s/GiB")
-			b.ReportMetric(ref.cpu/gib, "stock-proxy-cpu-s/GiB")
-			b.ReportMetric(ours.cpu/ref.cpu, "cpu-x-stock")
+			b.ReportMetric(sides[1].took.Seconds()/sides[0].took.Seconds(), "x-stock")
+			b.ReportMetric(sides[0].cpu/gib, "h2-proxy-cpu-s/GiB")
+			b.ReportMetric(sides[1].cpu/gib, "stock-proxy-cpu-s/GiB")
+			b.ReportMetric(sides[0].cpu/sides[1].cpu, "cpu-x-stock")
 		})
 	}
 }
