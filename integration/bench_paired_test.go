@@ -35,11 +35,7 @@ func BenchmarkH2AgainstH1(b *testing.B) {
 	h1 := h1TLSPath(p, target)
 	for _, streams := range []int{1, 16} {
 		for _, upload := range []bool{true, false} {
-			dir := "download"
-			if upload {
-				dir = "upload"
-			}
-			b.Run(fmt.Sprintf("h2-connect-%d/%s", streams, dir), func(b *testing.B) {
+			b.Run(fmt.Sprintf("h2-connect-%d/%s", streams, dirName(upload)), func(b *testing.B) {
 				h := dialBenchH2(b, p) // see benchclient_test.go
 				h2 := func(b *testing.B) net.Conn { return h.connect(b, target) }
 				sides := [2]pairSide{{pid: p.PID(), open: h1, n: 1}, {pid: p.PID(), open: h2, n: streams}}

@@ -38,11 +38,7 @@ func BenchmarkAgainstStock(b *testing.B) {
 	p := StartProxy(b, "--allow-private")
 	stock := startStockProxy(b)
 	for _, upload := range []bool{true, false} {
-		dir := "download"
-		if upload {
-			dir = "upload"
-		}
-		b.Run("h2-connect-1/"+dir, func(b *testing.B) {
+		b.Run("h2-connect-1/"+dirName(upload), func(b *testing.B) {
 			ours, ref := dialBenchH2(b, p), dialBenchH2(b, stock)
 			sides := [2]pairSide{
 				{pid: p.PID(), open: func(b *testing.B) net.Conn { return ours.connect(b, target) }, n: 1},

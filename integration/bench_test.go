@@ -80,6 +80,14 @@ type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
+// dirName names a transfer's direction in a benchmark's name.
+func dirName(upload bool) string {
+	if upload {
+		return "upload"
+	}
+	return "download"
+}
+
 // transfer runs one upload or download over an established path to the
 // target and checks the byte count.
 func transfer(b *testing.B, raw net.Conn, cfg *tls.Config, upload bool) {
@@ -172,11 +180,7 @@ func BenchmarkThroughput(b *testing.B) {
 	h1tls := map[string]float64{}
 	for _, pt := range paths {
 		for _, upload := range []bool{true, false} {
-			dir := "download"
-			if upload {
-				dir = "upload"
-			}
-			b.Run(pt.name+"/"+dir, func(b *testing.B) {
+			b.Run(pt.name+"/"+dirName(upload), func(b *testing.B) {
 				open := pt.open
 				if open == nil {
 					hs := make([]*benchH2, max(pt.conns, 1))
@@ -211,9 +215,9 @@ func BenchmarkThroughput(b *testing.B) {
 				rate := float64(b.N*pt.streams*benchBytes) / b.Elapsed().Seconds()
 				switch {
 				case pt.name == "h1-connect-tls":
-					h1tls[dir] = rate
-				case strings.HasPrefix(pt.name, "h2-") && h1tls[dir] > 0:
-					b.ReportMetric(rate/h1tls[dir], "x-h1-tls")
+					h1tls[dirName(upload)] = rate
+				case strings.HasPrefix(pt.name, "h2-") && h1tls[dirName(upload)] > 0:
+					b.ReportMetric(rate/h1tls[dirName(upload)], "x-h1-tls")
 				}
 				b.ReportMetric((cpuSeconds(b, os.Getpid())-self0)/gib, "test-cpu-s/GiB")
 			})
