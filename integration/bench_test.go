@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -319,6 +320,11 @@ func BenchmarkIdleTunnelMemory(b *testing.B) {
 					readFull(b, c, size)
 				}
 			}
+			perTunnel := 1 // the target's end of each tunnel, in each process
+			if strings.HasPrefix(kind, "h1") {
+				perTunnel = 2 // and the client's connection
+			}
+			fdBudget(b, b.N+1, n, perTunnel)
 			batch() // warm-up
 			before := rssBytes(b, p.PID())
 			b.ResetTimer()
@@ -327,6 +333,23 @@ func BenchmarkIdleTunnelMemory(b *testing.B) {
 			}
 			b.ReportMetric((rssBytes(b, p.PID())-before)/float64(b.N*n), "B/idle-tunnel")
 		})
+	}
+}
+
+// fdBudget fails b at once, saying what to do, when batches of n idle
+// tunnels that hold perTunnel descriptors each would run this process
+// (or the proxy, which inherits its limit) out of them. Past the limit an
+// accept fails, and the benchmark would wait for an echo that never
+// comes: at -benchtime 10x, 11,000 HTTP/1.1 tunnels need 22,000.
+func fdBudget(b *testing.B, batches, n, perTunnel int) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	const spare = 1024 // listeners, the proxy's own, the runtime's
+	if need := uint64(batches*n*perTunnel + spare); need > lim.Cur {
+		b.Fatalf("%d batches of %d idle tunnels need about %d file descriptors, over this process's limit of %d: use a smaller -benchtime (3x) or raise the limit (ulimit -n)",
+			batches, n, need, lim.Cur)
 	}
 }
 
