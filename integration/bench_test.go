@@ -320,9 +320,13 @@ func BenchmarkIdleTunnelMemory(b *testing.B) {
 					readFull(b, c, size)
 				}
 			}
-			perTunnel := 1 // the target's end of each tunnel, in each process
+			// Descriptors per idle tunnel, in the process that holds the
+			// most: the echo target's socket and the pipe pair its splice
+			// waits with, and an HTTP/1.1 client's own connection (the
+			// proxy holds two or three: the target, its epoll instances).
+			perTunnel := 3
 			if strings.HasPrefix(kind, "h1") {
-				perTunnel = 2 // and the client's connection
+				perTunnel = 4
 			}
 			fdBudget(b, b.N+1, n, perTunnel)
 			batch() // warm-up
@@ -337,16 +341,16 @@ func BenchmarkIdleTunnelMemory(b *testing.B) {
 }
 
 // fdBudget fails b at once, saying what to do, when batches of n idle
-// tunnels that hold perTunnel descriptors each would run this process
-// (or the proxy, which inherits its limit) out of them. Past the limit an
-// accept fails, and the benchmark would wait for an echo that never
-// comes: at -benchtime 10x, 11,000 HTTP/1.1 tunnels need 22,000.
+// tunnels that hold perTunnel descriptors each would run this process or
+// the proxy (which inherits its limit) out of them. Past the limit an
+// accept fails and the benchmark waits for an echo that does not come:
+// at -benchtime 10x, 11,000 HTTP/1.1 tunnels need 44,000.
 func fdBudget(b *testing.B, batches, n, perTunnel int) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		b.Fatal(err)
 	}
-	const spare = 1024 // listeners, the proxy's own, the runtime's
+	const spare = 256 // listeners, the client connections, the runtime's
 	if need := uint64(batches*n*perTunnel + spare); need > lim.Cur {
 		b.Fatalf("%d batches of %d idle tunnels need about %d file descriptors, over this process's limit of %d: use a smaller -benchtime (3x) or raise the limit (ulimit -n)",
 			batches, n, need, lim.Cur)
