@@ -512,7 +512,15 @@ func h2Connect(t testing.TB, ctx context.Context, cc *http2.ClientConn, authorit
 		pw.CloseWithError(err)
 		return nil, err
 	}
+	// x/net's client stops watching ctx once RoundTrip has returned while
+	// the request body is still open, as a tunnel's is: without this a
+	// read from a target that never answers would outwait ctx for good.
+	stop := context.AfterFunc(ctx, func() {
+		pw.CloseWithError(context.Cause(ctx))
+		resp.Body.Close()
+	})
 	t.Cleanup(func() {
+		stop()
 		pw.CloseWithError(errors.New("test over"))
 		resp.Body.Close()
 	})
