@@ -498,12 +498,18 @@ type h2Tunnel struct {
 // the response (whatever its status). The stream is torn down when the
 // test ends.
 func h2Connect(t testing.TB, ctx context.Context, cc *http2.ClientConn, authority string) (*h2Tunnel, error) {
+	return h2ConnectHeader(t, ctx, cc, authority, http.Header{})
+}
+
+// h2ConnectHeader is h2Connect with the request's fields (credentials,
+// say) in hdr.
+func h2ConnectHeader(t testing.TB, ctx context.Context, cc *http2.ClientConn, authority string, hdr http.Header) (*h2Tunnel, error) {
 	pr, pw := io.Pipe()
 	req := (&http.Request{
 		Method:        http.MethodConnect,
 		URL:           &url.URL{Host: authority},
 		Host:          authority,
-		Header:        http.Header{},
+		Header:        hdr,
 		Body:          pr,
 		ContentLength: -1,
 	}).WithContext(ctx)

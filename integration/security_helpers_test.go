@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -151,29 +150,20 @@ func dialH2From(t testing.TB, p *Proxy, src string) *http2.ClientConn {
 	return cc
 }
 
-// connectAnswerTimeout bounds the wait for the answer to a CONNECT: none
-// of these tests dials anything slower than loopback.
+// connectAnswerTimeout bounds a CONNECT stream of these tests, its answer
+// and its use: none dials anything slower than loopback, and each echoes
+// a message or two.
 const connectAnswerTimeout = 10 * time.Second
 
 // h2ConnectAuth opens a CONNECT stream (RFC 9113 §8.5) carrying the
 // fields of hdr, as h2Connect does without them.
 func h2ConnectAuth(t testing.TB, cc *http2.ClientConn, authority string, hdr http.Header) *h2Tunnel {
 	t.Helper()
-	pr, pw := io.Pipe()
-	req := (&http.Request{
-		Method: http.MethodConnect, URL: &url.URL{Host: authority}, Host: authority,
-		Header: hdr, Body: pr, ContentLength: -1,
-	}).WithContext(testContext(t, connectAnswerTimeout))
-	resp, err := cc.RoundTrip(req)
+	s, err := h2ConnectHeader(t, testContext(t, connectAnswerTimeout), cc, authority, hdr)
 	if err != nil {
-		pw.CloseWithError(err)
 		t.Fatalf("h2 CONNECT %s: %v", authority, err)
 	}
-	t.Cleanup(func() {
-		pw.CloseWithError(errors.New("test over"))
-		resp.Body.Close()
-	})
-	return &h2Tunnel{resp: resp, up: pw}
+	return s
 }
 
 // h2GetAuth sends GET rawURL with hdr on cc and returns the response and
